@@ -1,0 +1,220 @@
+//! Deadlines: exact firing, max-life expiry, and clocks that misbehave.
+
+mod common;
+
+use common::{failure, ms, Rig};
+use psession_core::{CloseReason, Event, ManagerConfig, SendOptions, SessionError};
+use serde_json::json;
+use std::time::Duration;
+
+fn rig() -> Rig {
+    Rig::new(
+        ManagerConfig::default()
+            .session_timeout(ms(100))
+            .session_max_life(ms(1000)),
+    )
+}
+
+fn expired(events: &[Event<serde_json::Value>]) -> Vec<psession_core::SessionId> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Closed {
+                session,
+                reason: CloseReason::Expired,
+            } => Some(*session),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn idle_session_expires_exactly_after_max_life() {
+    let mut r = rig();
+    let s = r.m.open_session(r.m.default_port(), r.at(10)).unwrap();
+    assert_eq!(r.next_deadline_ms(), Some(1010));
+    r.tick(1009);
+    assert!(r.events().is_empty());
+    r.tick(1010);
+    assert_eq!(expired(&r.events()), vec![s]);
+    assert!(!r.m.is_live(s));
+    assert_eq!(r.m.stats().counters.expired_sessions, 1);
+    assert_eq!(r.next_deadline_ms(), None);
+}
+
+#[test]
+fn activity_refreshes_the_expiry() {
+    let mut r = rig();
+    let port = r.m.default_port();
+    let s = r.m.open_session(port, r.at(0)).unwrap();
+    r.m.post(s, json!({}), r.at(500)).unwrap();
+    assert_eq!(r.next_deadline_ms(), Some(1500));
+    r.m.handle_inbound(port, json!({"sid": 1}), r.at(900));
+    r.tick(1500);
+    assert!(expired(&r.events()).is_empty());
+    assert_eq!(r.next_deadline_ms(), Some(1900));
+    r.tick(1900);
+    assert_eq!(expired(&r.events()), vec![s]);
+}
+
+#[test]
+fn expiry_is_paused_while_a_send_waits_or_retries() {
+    let mut r = rig();
+    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    // 10 attempts of 100 ms with 200 ms pauses: 2.8 s of waiting, longer than max life.
+    let options = SendOptions::default().retries(9, ms(200));
+    let send = r.m.send(s, json!({}), options, r.at(0)).unwrap();
+    for t in (0..=2800).step_by(50) {
+        r.tick(t);
+        assert!(r.m.is_live(s), "expired at {t} ms while retrying");
+    }
+    let events = r.events();
+    assert!(matches!(
+        failure(&events, send),
+        Some(SessionError::Timeout)
+    ));
+    assert!(expired(&events).is_empty());
+    // Idle from the final timeout at 2800 ms: expires at 3800 ms.
+    assert_eq!(r.next_deadline_ms(), Some(3800));
+    r.tick(3800);
+    assert_eq!(expired(&r.events()), vec![s]);
+}
+
+#[test]
+fn poll_timeout_is_the_exact_earliest_deadline() {
+    let mut r = rig();
+    let port = r.m.default_port();
+    assert_eq!(r.next_deadline_ms(), None);
+    let a = r.m.open_session(port, r.at(0)).unwrap();
+    let b = r.m.open_session(port, r.at(20)).unwrap();
+    assert_eq!(r.next_deadline_ms(), Some(1000));
+    r.m.send(
+        b,
+        json!({}),
+        SendOptions::default().timeout(ms(30)),
+        r.at(40),
+    )
+    .unwrap();
+    assert_eq!(r.next_deadline_ms(), Some(70));
+    r.m.handle_inbound(port, json!({"sid": 2}), r.at(50));
+    // b's send is answered; a's expiry is next again, then b's at 50 + 1000.
+    assert_eq!(r.next_deadline_ms(), Some(1000));
+    r.m.post(a, json!({}), r.at(60)).unwrap();
+    assert_eq!(r.next_deadline_ms(), Some(1050));
+    r.tick(1050);
+    assert_eq!(r.next_deadline_ms(), Some(1060));
+}
+
+#[test]
+fn clock_going_backwards_is_treated_as_not_moving() {
+    let mut r = rig();
+    let s = r.m.open_session(r.m.default_port(), r.at(500)).unwrap();
+    let send =
+        r.m.send(s, json!({}), SendOptions::default(), r.at(500))
+            .unwrap();
+    // An instant before anything seen, even before the first one: no panic, nothing fires.
+    r.m.handle_timeout(r.t0);
+    r.tick(100);
+    assert!(r.events().is_empty());
+    // A send made with an older `now` counts from the latest time seen.
+    let other = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    let late =
+        r.m.send(other, json!({}), SendOptions::default(), r.at(0))
+            .unwrap();
+    r.tick(599);
+    assert!(r.events().is_empty());
+    r.tick(600);
+    let events = r.events();
+    assert!(matches!(
+        failure(&events, send),
+        Some(SessionError::Timeout)
+    ));
+    assert!(matches!(
+        failure(&events, late),
+        Some(SessionError::Timeout)
+    ));
+}
+
+#[test]
+fn clock_jumping_forward_by_days_fires_each_deadline_once() {
+    let mut r = rig();
+    let port = r.m.default_port();
+    let s = r.m.open_session(port, r.at(0)).unwrap();
+    let idle = r.m.open_session(port, r.at(0)).unwrap();
+    let send =
+        r.m.send(
+            s,
+            json!({"q": 1}),
+            SendOptions::default().retries(3, ms(10)),
+            r.at(0),
+        )
+        .unwrap();
+    r.transmits();
+    r.tick(3 * 24 * 3600 * 1000);
+    let events = r.events();
+    // Every retry goes out once, the send fails once, both sessions expire once.
+    assert_eq!(r.transmits().len(), 3);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::SendFailed { .. }))
+            .count(),
+        1
+    );
+    assert!(matches!(
+        failure(&events, send),
+        Some(SessionError::Timeout)
+    ));
+    let mut gone = expired(&events);
+    gone.sort_by_key(|s| s.sid());
+    assert_eq!(gone, vec![s, idle]);
+    assert_eq!(r.m.stats().timer_entries, 0);
+    assert_eq!(r.next_deadline_ms(), None);
+}
+
+#[test]
+fn huge_durations_never_fire_and_never_panic() {
+    let mut r = Rig::new(
+        ManagerConfig::default()
+            .session_timeout(Duration::MAX)
+            .session_max_life(Duration::MAX)
+            .retry_interval(Duration::MAX),
+    );
+    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    r.m.send(
+        s,
+        json!({}),
+        SendOptions::default().retries(2, Duration::MAX),
+        r.at(0),
+    )
+    .unwrap();
+    assert_eq!(r.next_deadline_ms(), None);
+    r.m.handle_timeout(r.t0 + Duration::from_secs(u32::MAX as u64));
+    assert!(r.events().is_empty());
+    assert!(r.m.is_waiting(s));
+    r.m.cancel(s, r.at(1)).unwrap();
+    r.m.handle_timeout(r.t0 + Duration::from_secs(u32::MAX as u64 * 2));
+    assert!(r.m.is_live(s));
+}
+
+#[test]
+fn stale_timer_entries_are_reclaimed() {
+    let mut r = rig();
+    let port = r.m.default_port();
+    let s = r.m.open_session(port, r.at(0)).unwrap();
+    // Many round trips each arm a send deadline that the reply makes stale.
+    for i in 0..10_000u64 {
+        r.m.send(s, json!({}), SendOptions::default(), r.at(i))
+            .unwrap();
+        r.m.handle_inbound(port, json!({"sid": 1}), r.at(i));
+        r.transmits();
+        r.events();
+    }
+    assert!(
+        r.m.stats().timer_entries <= 2 * r.m.stats().live_sessions + 65,
+        "{:?}",
+        r.m.stats()
+    );
+    r.m.end(s).unwrap();
+    assert_eq!(r.m.stats().timer_entries, 0);
+}
