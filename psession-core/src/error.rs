@@ -34,8 +34,9 @@ pub enum SessionError {
     /// Seed: `SessionInvalidError`.
     #[error("session is no longer valid")]
     Invalid,
-    /// The send was aborted, by `abort` or because its port was destroyed or
-    /// its manager shut down, with the cause when one was given.
+    /// The send was aborted, by `abort` or because its port was destroyed
+    /// (the async drivers also use it when their manager is dropped), with
+    /// the cause when one was given.
     /// Seed: `SessionAbortError`.
     #[error("session aborted{}", .0.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
     Aborted(#[source] Option<Cause>),

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use crate::id::PortId;
+use crate::id::{PortId, SessionId};
 use crate::timer::Armed;
 
 /// One live session.
@@ -12,54 +12,60 @@ pub(crate) struct Slot<M> {
     pub(crate) sid: u32,
     /// Opened by the peer.
     pub(crate) incoming: bool,
-    /// A send on it timed out and nothing has arrived since: the next
-    /// unsolicited message is counted as a late reply.
+    /// A send on it ended without a reply and nothing has arrived since:
+    /// the next unsolicited message is counted as a late reply.
     pub(crate) late_pending: bool,
     /// Neighbours in the port's creation-order list.
     pub(crate) prev: u32,
     pub(crate) next: u32,
     pub(crate) last_activity: u64,
     pub(crate) timer: Armed,
-    pub(crate) waiting: Option<Box<Waiting<M>>>,
+    pub(crate) waiting: Option<Waiting>,
     /// Messages that arrived with no send waiting, for `recv`.
     pub(crate) inbox: VecDeque<M>,
 }
 
 impl<M> Slot<M> {
+    /// The handle of this session, stored under `key`.
+    pub(crate) fn id(&self, key: u32) -> SessionId {
+        SessionId {
+            port: self.port,
+            sid: self.sid,
+            key,
+            generation: self.generation,
+        }
+    }
+
     /// When this session next needs attention: its send's deadline, or its
     /// expiry when idle.
     pub(crate) fn deadline(&self, max_life_ns: u64) -> u64 {
         match &self.waiting {
-            Some(waiting) => waiting.phase.deadline(),
+            Some(waiting) => waiting.deadline,
             None => self.last_activity.saturating_add(max_life_ns),
         }
     }
 }
 
 /// The send waiting on a session.
-pub(crate) struct Waiting<M> {
+pub(crate) struct Waiting {
     pub(crate) number: u64,
-    pub(crate) phase: Phase,
-    pub(crate) retries_left: u32,
+    /// When the current attempt times out or, while backing off, when the
+    /// next attempt goes out.
+    pub(crate) deadline: u64,
+    /// Key of its [`Retry`] in the manager's retry slab while retries remain,
+    /// else `NIL`.
+    pub(crate) retry: u32,
+    /// Between a timed-out attempt and the next one.
+    pub(crate) backing_off: bool,
+}
+
+/// What a send with retries left needs to transmit again. Kept apart from
+/// [`Waiting`] so that sends without retries carry no copy and no
+/// allocation.
+pub(crate) struct Retry<M> {
+    /// Transmissions still to make.
+    pub(crate) left: u32,
     pub(crate) timeout_ns: u64,
-    pub(crate) retry_interval_ns: u64,
-    /// The message to transmit again; kept only while retries remain.
-    pub(crate) retained: Option<M>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Phase {
-    /// Transmitted; waiting for the reply until `deadline`.
-    Awaiting { deadline: u64 },
-    /// Timed out; transmitting again at `until`.
-    Backoff { until: u64 },
-}
-
-impl Phase {
-    pub(crate) fn deadline(self) -> u64 {
-        match self {
-            Phase::Awaiting { deadline } => deadline,
-            Phase::Backoff { until } => until,
-        }
-    }
+    pub(crate) interval_ns: u64,
+    pub(crate) message: M,
 }

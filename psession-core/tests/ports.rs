@@ -304,3 +304,26 @@ fn nothing_is_left_once_every_session_has_ended() {
         (0, 0, 0, 0, 0, 0)
     );
 }
+
+#[test]
+fn destroying_the_default_port_replaces_it_with_a_fresh_one() {
+    let mut r = rig();
+    let old = r.m.default_port();
+    let s = r.m.open_session(old, r.at(0)).unwrap();
+    let send =
+        r.m.send(s, json!({}), SendOptions::default(), r.at(0))
+            .unwrap();
+    r.m.destroy_port(old).unwrap();
+    assert!(matches!(
+        failure(&r.events(), send),
+        Some(SessionError::Aborted(None))
+    ));
+    let new = r.m.default_port();
+    assert_ne!(new, old);
+    assert_eq!(r.m.port(DEFAULT_PORT), Some(new));
+    assert!(matches!(
+        r.m.open_session(old, r.at(0)),
+        Err(SessionError::NoSuchPort)
+    ));
+    assert_eq!(r.m.open_session(new, r.at(0)).unwrap().sid(), 1);
+}

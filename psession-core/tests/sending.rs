@@ -88,6 +88,7 @@ fn multi_turn_conversation_on_one_session() {
             r.at(0),
         )
         .unwrap();
+    assert_eq!(r.transmits().len(), 1);
     r.m.handle_inbound(port, json!({"sid": 1, "status": "needPassword"}), r.at(10));
     assert_eq!(reply(&r.events(), first).unwrap()["status"], "needPassword");
     let second =
@@ -99,7 +100,7 @@ fn multi_turn_conversation_on_one_session() {
         )
         .unwrap();
     assert_eq!(
-        r.transmits()[1].message,
+        r.transmits()[0].message,
         json!({"password": "123456", "sid": 1})
     );
     r.m.handle_inbound(port, json!({"sid": 1, "status": "ok"}), r.at(30));
@@ -451,4 +452,83 @@ fn sessions_with_a_non_json_message_type_work_end_to_end() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_send_that_ended_before_its_transmission_was_taken_is_never_transmitted() {
+    // Recycling with max_session_count 1: A's request must not go out with
+    // the sid that now belongs to B, or B would take the answer to A's.
+    let mut r = Rig::new(ManagerConfig::default().max_session_count(1));
+    let port = r.m.default_port();
+    let a = r.m.open_session(port, r.at(0)).unwrap();
+    r.m.send(
+        a,
+        json!({"cmd": "delete_all"}),
+        SendOptions::default(),
+        r.at(0),
+    )
+    .unwrap();
+    r.m.post(a, json!({"note": "posted"}), r.at(0)).unwrap();
+    let b = r.m.open_session(port, r.at(0)).unwrap();
+    r.m.send(
+        b,
+        json!({"cmd": "get_status"}),
+        SendOptions::default(),
+        r.at(0),
+    )
+    .unwrap();
+    let out: Vec<_> = r.transmits().into_iter().map(|t| t.message).collect();
+    assert_eq!(
+        out,
+        vec![
+            json!({"note": "posted", "sid": 1}),
+            json!({"cmd": "get_status", "sid": 1})
+        ]
+    );
+    // Withdrawn and cancelled sends are not transmitted either.
+    let c = r.m.open_session(port, r.at(0)).unwrap();
+    let send =
+        r.m.send(c, json!({}), SendOptions::default(), r.at(0))
+            .unwrap();
+    r.m.withdraw(send, r.at(0));
+    assert!(r.transmits().is_empty());
+    assert_eq!(r.m.stats().queued_transmits, 0);
+}
+
+#[test]
+fn a_handle_from_another_manager_is_refused_without_panic() {
+    let mut a = rig();
+    let mut b = rig();
+    let pa =
+        a.m.create_port("only-in-a", psession_core::PortOptions::default())
+            .unwrap();
+    let foreign = a.m.open_session(pa, a.at(0)).unwrap();
+    let result =
+        b.m.send(foreign, json!({}), SendOptions::default(), b.at(0));
+    assert!(matches!(result, Err(SessionError::Invalid)));
+    assert!(b.m.post(foreign, json!({}), b.at(0)).is_err());
+    assert!(b.m.end(foreign).is_err());
+}
+
+#[test]
+fn a_message_type_reporting_sid_zero_is_not_a_session_message() {
+    use psession_core::{Manager, Message};
+    #[derive(Clone, Debug)]
+    struct Zero;
+    impl Message for Zero {
+        fn sid(&self, _: &str) -> Option<u32> {
+            Some(0)
+        }
+        fn set_sid(&mut self, _: &str, _: u32) -> bool {
+            true
+        }
+    }
+    let mut m: Manager<Zero> = Manager::new(ManagerConfig::default()).unwrap();
+    assert!(!m.is_session(&Zero));
+    let port = m.default_port();
+    assert!(matches!(
+        m.handle_inbound(port, Zero, std::time::Instant::now()),
+        Routed::NotSession(_)
+    ));
+    assert_eq!(m.stats().live_sessions, 0);
 }

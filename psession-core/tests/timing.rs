@@ -152,8 +152,9 @@ fn clock_jumping_forward_by_days_fires_each_deadline_once() {
     r.transmits();
     r.tick(3 * 24 * 3600 * 1000);
     let events = r.events();
-    // Every retry goes out once, the send fails once, both sessions expire once.
-    assert_eq!(r.transmits().len(), 3);
+    // The send fails once, both sessions expire once, and the retries whose
+    // whole wait lies in the past are not sent to the peer.
+    assert_eq!(r.transmits().len(), 0);
     assert_eq!(
         events
             .iter()
@@ -170,6 +171,68 @@ fn clock_jumping_forward_by_days_fires_each_deadline_once() {
     assert_eq!(gone, vec![s, idle]);
     assert_eq!(r.m.stats().timer_entries, 0);
     assert_eq!(r.next_deadline_ms(), None);
+}
+
+#[test]
+fn a_late_clock_sends_only_the_retries_still_worth_sending() {
+    let mut r = rig();
+    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    // Attempts at 0, 110, 220, 330 (timeout 100 ms, pause 10 ms).
+    let options = SendOptions::default().retries(3, ms(10));
+    let send = r.m.send(s, json!({}), options, r.at(0)).unwrap();
+    r.transmits();
+    // Woken late at 250 ms: the attempt due at 110 ms lapsed unsent (its
+    // wait ended at 210); the one due at 220 ms is still useful.
+    r.tick(250);
+    assert_eq!(r.transmits().len(), 1);
+    assert!(r.events().is_empty());
+    r.tick(330);
+    assert_eq!(r.transmits().len(), 1, "the last attempt at 330 ms");
+    r.tick(430);
+    assert!(matches!(
+        failure(&r.events(), send),
+        Some(SessionError::Timeout)
+    ));
+}
+
+#[test]
+fn a_reply_after_the_deadline_is_late_even_before_handle_timeout_runs() {
+    let mut r = rig();
+    let port = r.m.default_port();
+    let s = r.m.open_session(port, r.at(0)).unwrap();
+    let send =
+        r.m.send(s, json!({}), SendOptions::default(), r.at(0))
+            .unwrap();
+    // No handle_timeout between: the input itself processes the deadline.
+    let routed = r.m.handle_inbound(port, json!({"sid": 1}), r.at(150));
+    assert!(matches!(routed, psession_core::Routed::Queued(_)));
+    assert!(matches!(
+        failure(&r.events(), send),
+        Some(SessionError::Timeout)
+    ));
+    assert_eq!(r.m.stats().counters.late_replies, 1);
+    // Likewise a session past its expiry is gone before a send can revive it.
+    r.m.recv(s).unwrap();
+    let err =
+        r.m.send(s, json!({}), SendOptions::default(), r.at(5000))
+            .unwrap_err();
+    assert!(matches!(err, SessionError::Invalid));
+}
+
+#[test]
+fn activity_during_a_wait_counts_when_the_wait_ends_late() {
+    let mut r = rig();
+    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    r.m.send(
+        s,
+        json!({}),
+        SendOptions::default().timeout(ms(10)),
+        r.at(0),
+    )
+    .unwrap();
+    r.m.post(s, json!({}), r.at(5)).unwrap();
+    r.m.post(s, json!({}), r.at(15)).unwrap(); // the send timed out at 10
+    assert_eq!(r.next_deadline_ms(), Some(1015));
 }
 
 #[test]

@@ -1,0 +1,215 @@
+//! Sends and posts, and every way a waiting send ends without its reply.
+
+use std::time::Instant;
+
+use super::Manager;
+use crate::config::SendOptions;
+use crate::error::{Cause, SessionError};
+use crate::event::{Event, Transmit};
+use crate::id::{SendId, SessionId};
+use crate::message::Message;
+use crate::port::NIL;
+use crate::session::{Retry, Waiting};
+use crate::timer::nanos;
+
+impl<M: Message> Manager<M> {
+    /// Tags `message` with the session's sid, queues it for transmission and
+    /// waits for the reply; the outcome arrives as [`Event::Reply`] or
+    /// [`Event::SendFailed`] with the returned [`SendId`].
+    ///
+    /// Fails at once with [`SessionError::Invalid`] (stale handle),
+    /// [`SessionError::Busy`] (a send already waits) or
+    /// [`SessionError::Untaggable`].
+    pub fn send(
+        &mut self,
+        session: SessionId,
+        mut message: M,
+        options: SendOptions,
+        now: Instant,
+    ) -> Result<SendId, SessionError> {
+        let now = self.advance(now);
+        let slot = self.slot_mut(session)?;
+        if slot.waiting.is_some() {
+            return Err(SessionError::Busy);
+        }
+        let (sid, port) = (slot.sid, slot.port);
+        if !message.set_sid(&self.id_field, sid) {
+            return Err(SessionError::Untaggable);
+        }
+        let p = &mut self.ports[port.index as usize];
+        let timeout_ns = options.timeout.map_or(p.timeout_ns, nanos);
+        let retries = options.retry_count.unwrap_or(p.settings.retry_count);
+        let retry = if retries == 0 {
+            NIL
+        } else {
+            self.retries.insert(Retry {
+                left: retries,
+                timeout_ns,
+                interval_ns: options.retry_interval.map_or(p.retry_interval_ns, nanos),
+                message: message.clone(),
+            }) as u32
+        };
+        p.waiting += 1;
+        self.waiting += 1;
+        self.send_number += 1;
+        let send = SendId {
+            key: session.key,
+            number: self.send_number,
+        };
+        let deadline = now.saturating_add(timeout_ns);
+        let slot = &mut self.sessions[session.key as usize];
+        slot.waiting = Some(Waiting {
+            number: send.number,
+            deadline,
+            retry,
+            backing_off: false,
+        });
+        slot.last_activity = now;
+        slot.late_pending = false;
+        self.timers.arm(&mut slot.timer, session.key, deadline);
+        self.transmits.push_back(Transmit {
+            port,
+            session,
+            send: Some(send),
+            message,
+        });
+        self.compact_timers();
+        Ok(send)
+    }
+
+    /// Tags `message` with the session's sid and queues it for transmission,
+    /// without waiting for anything (seed: `post`). Counts as activity.
+    pub fn post(
+        &mut self,
+        session: SessionId,
+        mut message: M,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        let now = self.advance(now);
+        let field = &self.id_field;
+        let slot = self
+            .sessions
+            .get_mut(session.key as usize)
+            .filter(|slot| slot.generation == session.generation)
+            .ok_or(SessionError::Invalid)?;
+        if !message.set_sid(field, slot.sid) {
+            return Err(SessionError::Untaggable);
+        }
+        slot.last_activity = now;
+        self.transmits.push_back(Transmit {
+            port: slot.port,
+            session,
+            send: None,
+            message,
+        });
+        Ok(())
+    }
+
+    /// Fails the session's waiting send, if any, with [`SessionError::Cancelled`].
+    pub fn cancel(&mut self, session: SessionId, now: Instant) -> Result<(), SessionError> {
+        self.fail_session(session, SessionError::Cancelled, now)
+    }
+
+    /// Fails the session's waiting send, if any, with
+    /// [`SessionError::Aborted`] carrying `cause`.
+    pub fn abort(
+        &mut self,
+        session: SessionId,
+        cause: Option<Cause>,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        self.fail_session(session, SessionError::Aborted(cause), now)
+    }
+
+    /// Fails the session's waiting send, if any, with
+    /// [`SessionError::Timeout`] at once (no retries).
+    pub fn timeout(&mut self, session: SessionId, now: Instant) -> Result<(), SessionError> {
+        self.fail_session(session, SessionError::Timeout, now)
+    }
+
+    fn fail_session(
+        &mut self,
+        session: SessionId,
+        error: SessionError,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        let now = self.advance(now);
+        self.slot_mut(session)?;
+        self.fail_waiting(session.key, Some(&error), now);
+        Ok(())
+    }
+
+    /// Withdraws a send without reporting it (for a caller that stopped
+    /// waiting, such as a dropped future). Returns whether it was still
+    /// waiting. The session stays open; its queued transmissions of this
+    /// send are discarded.
+    pub fn withdraw(&mut self, send: SendId, now: Instant) -> bool {
+        let now = self.advance(now);
+        self.is_current(send) && self.fail_waiting(send.key, None, now)
+    }
+
+    /// Reports that the transport could not carry a transmission of `send`:
+    /// the send fails at once with [`SessionError::Transport`] and is not
+    /// retried. Returns whether it was still waiting.
+    pub fn handle_transmit_error(&mut self, send: SendId, cause: Cause, now: Instant) -> bool {
+        let now = self.advance(now);
+        self.is_current(send)
+            && self.fail_waiting(send.key, Some(&SessionError::Transport(cause)), now)
+    }
+
+    /// Whether `send` is the send waiting on its session.
+    pub(super) fn is_current(&self, send: SendId) -> bool {
+        self.sessions
+            .get(send.key as usize)
+            .and_then(|slot| slot.waiting.as_ref())
+            .is_some_and(|waiting| waiting.number == send.number)
+    }
+
+    /// Takes the waiting send of `key` off its session, with its retry
+    /// state and the counters.
+    pub(super) fn take_waiting(&mut self, key: u32) -> Option<Waiting> {
+        let slot = &mut self.sessions[key as usize];
+        let waiting = slot.waiting.take()?;
+        if waiting.retry != NIL {
+            self.retries.remove(waiting.retry as usize);
+        }
+        self.ports[slot.port.index as usize].waiting -= 1;
+        self.waiting -= 1;
+        Some(waiting)
+    }
+
+    /// Ends the waiting send of `key` without a reply, reporting `error`
+    /// (or nothing, for a withdrawal). The session's idle clock restarts
+    /// at `now` (unless it saw activity later), and the next message on it
+    /// counts as a late reply.
+    pub(super) fn fail_waiting(
+        &mut self,
+        key: u32,
+        error: Option<&SessionError>,
+        now: u64,
+    ) -> bool {
+        let Some(waiting) = self.take_waiting(key) else {
+            return false;
+        };
+        let slot = &mut self.sessions[key as usize];
+        slot.last_activity = slot.last_activity.max(now);
+        slot.late_pending = true;
+        let expiry = slot
+            .last_activity
+            .saturating_add(self.ports[slot.port.index as usize].max_life_ns);
+        self.timers.arm(&mut slot.timer, key, expiry);
+        if let Some(error) = error {
+            let session = self.sessions[key as usize].id(key);
+            self.events.push_back(Event::SendFailed {
+                session,
+                send: SendId {
+                    key,
+                    number: waiting.number,
+                },
+                error: error.clone(),
+            });
+        }
+        self.compact_timers();
+        true
+    }
+}
