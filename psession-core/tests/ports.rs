@@ -42,13 +42,9 @@ fn port_options_override_the_managers_settings() {
         r.m.create_port("fast", PortOptions::default().session_timeout(ms(10)))
             .unwrap();
     let a = r.m.open_session(fast, r.at(0)).unwrap();
-    let b = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
-    let sa =
-        r.m.send(a, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
-    let sb =
-        r.m.send(b, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let b = r.open(0);
+    let sa = r.send(a, json!({}), 0);
+    let sb = r.send(b, json!({}), 0);
     r.tick(10);
     let events = r.events();
     assert!(failure(&events, sa).is_some());
@@ -59,15 +55,11 @@ fn port_options_override_the_managers_settings() {
 fn destroying_a_port_aborts_its_sends_and_closes_its_sessions_only() {
     let mut r = rig();
     let port = r.m.create_port("client", PortOptions::default()).unwrap();
-    let keep = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
-    let kept_send =
-        r.m.send(keep, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let keep = r.open(0);
+    let kept_send = r.send(keep, json!({}), 0);
     let s1 = r.m.open_session(port, r.at(0)).unwrap();
     let s2 = r.m.open_session(port, r.at(0)).unwrap();
-    let send =
-        r.m.send(s1, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send = r.send(s1, json!({}), 0);
     r.m.post(s2, json!({}), r.at(0)).unwrap();
     r.m.destroy_port(port).unwrap();
     let events = r.events();
@@ -144,10 +136,8 @@ fn port_wide_cancel_abort_and_timeout_fail_only_that_ports_sends() {
                     .unwrap()
             })
             .collect();
-        let other = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
-        let other_send =
-            r.m.send(other, json!({}), SendOptions::default(), r.at(0))
-                .unwrap();
+        let other = r.open(0);
+        let other_send = r.send(other, json!({}), 0);
         op(&mut r, port);
         let events = r.events();
         for send in sends {
@@ -222,9 +212,7 @@ fn clear_port_ends_that_ports_sessions_and_clear_ends_all() {
     let b = r.m.create_port("b", PortOptions::default()).unwrap();
     let sa = r.m.open_session(a, r.at(0)).unwrap();
     let sb = r.m.open_session(b, r.at(0)).unwrap();
-    let send =
-        r.m.send(sa, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send = r.send(sa, json!({}), 0);
     r.m.clear_port(a).unwrap();
     let events = r.events();
     assert!(matches!(
@@ -249,8 +237,7 @@ fn counters_report_live_sessions_and_waiting_sends() {
     let s1 = r.m.open_session(port, r.at(0)).unwrap();
     r.m.open_session(port, r.at(0)).unwrap();
     r.m.handle_inbound(port, json!({"sid": 9}), r.at(0));
-    r.m.send(s1, json!({}), SendOptions::default(), r.at(0))
-        .unwrap();
+    r.send(s1, json!({}), 0);
     let stats = r.m.port_stats(port).unwrap();
     assert_eq!(
         (
@@ -310,9 +297,7 @@ fn destroying_the_default_port_replaces_it_with_a_fresh_one() {
     let mut r = rig();
     let old = r.m.default_port();
     let s = r.m.open_session(old, r.at(0)).unwrap();
-    let send =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send = r.send(s, json!({}), 0);
     r.m.destroy_port(old).unwrap();
     assert!(matches!(
         failure(&r.events(), send),

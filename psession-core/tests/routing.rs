@@ -4,9 +4,7 @@
 mod common;
 
 use common::{failure, ms, reply, Rig};
-use psession_core::{
-    DropReason, Event, ManagerConfig, PortOptions, Routed, SendOptions, SidPartition,
-};
+use psession_core::{DropReason, Event, ManagerConfig, PortOptions, Routed, SidPartition};
 use serde_json::{json, Value};
 
 fn rig() -> Rig {
@@ -52,9 +50,7 @@ fn integral_float_sid_counts_like_a_javascript_peer_sends_it() {
     let mut r = rig();
     let port = r.m.default_port();
     let s = r.m.open_session(port, r.at(0)).unwrap();
-    let send =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send = r.send(s, json!({}), 0);
     let message: Value = serde_json::from_str(r#"{"sid": 1.0}"#).unwrap();
     r.m.handle_inbound(port, message, r.at(1));
     assert!(reply(&r.events(), send).is_some());
@@ -185,9 +181,7 @@ fn late_reply_after_a_timeout_is_queued_and_counted() {
     let mut r = rig();
     let port = r.m.default_port();
     let s = r.m.open_session(port, r.at(0)).unwrap();
-    let send =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send = r.send(s, json!({}), 0);
     r.tick(100);
     assert!(failure(&r.events(), send).is_some());
     assert!(matches!(
@@ -244,9 +238,7 @@ fn deliver_hands_a_message_to_a_given_session_like_next() {
     let mut r = rig();
     let port = r.m.default_port();
     let s = r.m.open_session(port, r.at(0)).unwrap();
-    let send =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send = r.send(s, json!({}), 0);
     // Seed: manager.getSession(message, port) then session.next(message).
     let message = json!({"sid": 1, "ok": 1});
     assert!(r.m.is_session(&message));
@@ -269,12 +261,8 @@ fn same_sid_on_two_ports_reaches_two_different_sessions() {
     let sa = r.m.open_session(a, r.at(0)).unwrap();
     let sb = r.m.open_session(b, r.at(0)).unwrap();
     assert_eq!((sa.sid(), sb.sid()), (1, 1));
-    let send_a =
-        r.m.send(sa, json!({"to": "a"}), SendOptions::default(), r.at(0))
-            .unwrap();
-    let send_b =
-        r.m.send(sb, json!({"to": "b"}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send_a = r.send(sa, json!({"to": "a"}), 0);
+    let send_b = r.send(sb, json!({"to": "b"}), 0);
     let out = r.transmits();
     assert_eq!((out[0].port, out[1].port), (a, b));
     r.m.handle_inbound(b, json!({"sid": 1, "from": "b"}), r.at(1));

@@ -15,14 +15,7 @@ fn send_tags_message_with_sid_overwriting_the_callers_value() {
     let mut r = rig();
     let port = r.m.default_port();
     let s = r.m.open_session(port, r.at(0)).unwrap();
-    let send =
-        r.m.send(
-            s,
-            json!({"cmd": "on", "sid": 999}),
-            SendOptions::default(),
-            r.at(0),
-        )
-        .unwrap();
+    let send = r.send(s, json!({"cmd": "on", "sid": 999}), 0);
     let out = r.transmits();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].message, json!({"cmd": "on", "sid": 1}));
@@ -36,9 +29,7 @@ fn custom_session_id_name_is_used_to_tag_and_route() {
     let mut r = Rig::new(ManagerConfig::default().session_id_name("sessionId"));
     let port = r.m.default_port();
     let s = r.m.open_session(port, r.at(0)).unwrap();
-    let send =
-        r.m.send(s, json!({"q": 1}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send = r.send(s, json!({"q": 1}), 0);
     assert_eq!(r.transmits()[0].message, json!({"q": 1, "sessionId": 1}));
     assert!(!r.m.is_session(&json!({"sid": 1})));
     assert!(r.m.is_session(&json!({"sessionId": 1})));
@@ -54,9 +45,7 @@ fn reply_completes_the_waiting_send_exactly_once() {
     let mut r = rig();
     let port = r.m.default_port();
     let s = r.m.open_session(port, r.at(0)).unwrap();
-    let send =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send = r.send(s, json!({}), 0);
     assert!(r.m.is_waiting(s));
     let routed =
         r.m.handle_inbound(port, json!({"sid": 1, "ok": true}), r.at(5));
@@ -80,25 +69,11 @@ fn multi_turn_conversation_on_one_session() {
     let mut r = rig();
     let port = r.m.default_port();
     let s = r.m.open_session(port, r.at(0)).unwrap();
-    let first =
-        r.m.send(
-            s,
-            json!({"command": "open light"}),
-            SendOptions::default(),
-            r.at(0),
-        )
-        .unwrap();
+    let first = r.send(s, json!({"command": "open light"}), 0);
     assert_eq!(r.transmits().len(), 1);
     r.m.handle_inbound(port, json!({"sid": 1, "status": "needPassword"}), r.at(10));
     assert_eq!(reply(&r.events(), first).unwrap()["status"], "needPassword");
-    let second =
-        r.m.send(
-            s,
-            json!({"password": "123456"}),
-            SendOptions::default(),
-            r.at(20),
-        )
-        .unwrap();
+    let second = r.send(s, json!({"password": "123456"}), 20);
     assert_eq!(
         r.transmits()[0].message,
         json!({"password": "123456", "sid": 1})
@@ -111,9 +86,8 @@ fn multi_turn_conversation_on_one_session() {
 #[test]
 fn second_send_while_one_waits_is_busy() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
-    r.m.send(s, json!({}), SendOptions::default(), r.at(0))
-        .unwrap();
+    let s = r.open(0);
+    r.send(s, json!({}), 0);
     let err =
         r.m.send(s, json!({}), SendOptions::default(), r.at(0))
             .unwrap_err();
@@ -124,7 +98,7 @@ fn second_send_while_one_waits_is_busy() {
 #[test]
 fn message_that_cannot_carry_a_sid_is_untaggable() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    let s = r.open(0);
     for msg in [json!("text"), json!([1, 2]), json!(null), json!(3)] {
         let err =
             r.m.send(s, msg.clone(), SendOptions::default(), r.at(0))
@@ -142,10 +116,8 @@ fn message_that_cannot_carry_a_sid_is_untaggable() {
 #[test]
 fn send_times_out_at_its_exact_deadline() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
-    let send =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(100))
-            .unwrap();
+    let s = r.open(0);
+    let send = r.send(s, json!({}), 100);
     assert_eq!(r.next_deadline_ms(), Some(1100));
     r.m.handle_timeout(r.at(1100) - std::time::Duration::from_nanos(1));
     assert!(r.events().is_empty(), "fired before the deadline");
@@ -160,7 +132,7 @@ fn send_times_out_at_its_exact_deadline() {
 #[test]
 fn per_send_timeout_overrides_the_port_setting() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    let s = r.open(0);
     let send =
         r.m.send(
             s,
@@ -180,7 +152,7 @@ fn per_send_timeout_overrides_the_port_setting() {
 #[test]
 fn retries_transmit_the_same_message_again_after_the_interval() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    let s = r.open(0);
     let options = SendOptions::default().timeout(ms(100)).retries(3, ms(50));
     let send =
         r.m.send(s, json!({"q": "status"}), options, r.at(0))
@@ -245,7 +217,7 @@ fn cancel_abort_and_timeout_stop_retries_at_once() {
     ];
     for (stop, expected) in cases {
         let mut r = rig();
-        let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+        let s = r.open(0);
         let options = SendOptions::default().timeout(ms(100)).retries(5, ms(10));
         let send = r.m.send(s, json!({}), options, r.at(0)).unwrap();
         r.tick(100);
@@ -264,7 +236,7 @@ fn cancel_abort_and_timeout_stop_retries_at_once() {
 #[test]
 fn transport_error_fails_the_send_at_once_without_retry() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    let s = r.open(0);
     let send =
         r.m.send(
             s,
@@ -297,13 +269,9 @@ fn transport_error_for_a_finished_send_does_not_touch_the_next_one() {
     let mut r = rig();
     let port = r.m.default_port();
     let s = r.m.open_session(port, r.at(0)).unwrap();
-    let first =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let first = r.send(s, json!({}), 0);
     r.m.handle_inbound(port, json!({"sid": 1}), r.at(1));
-    let second =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(2))
-            .unwrap();
+    let second = r.send(s, json!({}), 2);
     r.events();
     assert!(!r.m.handle_transmit_error(first, Cause::msg("old"), r.at(3)));
     assert!(r.events().is_empty());
@@ -317,9 +285,7 @@ fn withdraw_removes_the_send_without_any_event() {
     let mut r = rig();
     let port = r.m.default_port();
     let s = r.m.open_session(port, r.at(0)).unwrap();
-    let send =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send = r.send(s, json!({}), 0);
     assert!(r.m.withdraw(send, r.at(1)));
     assert!(!r.m.withdraw(send, r.at(1)));
     r.tick(10_000);
@@ -332,7 +298,7 @@ fn withdraw_removes_the_send_without_any_event() {
 #[test]
 fn post_tags_and_transmits_without_waiting() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    let s = r.open(0);
     r.m.post(s, json!({"note": 1}), r.at(0)).unwrap();
     let out = r.transmits();
     assert_eq!(out[0].message, json!({"note": 1, "sid": 1}));
@@ -344,10 +310,8 @@ fn post_tags_and_transmits_without_waiting() {
 #[test]
 fn end_cancels_the_waiting_send_and_invalidates_the_handle() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
-    let send =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let s = r.open(0);
+    let send = r.send(s, json!({}), 0);
     r.m.end(s).unwrap();
     let events = r.events();
     assert!(matches!(
@@ -374,7 +338,7 @@ fn end_cancels_the_waiting_send_and_invalidates_the_handle() {
 #[test]
 fn cancel_without_a_waiting_send_is_a_no_op() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    let s = r.open(0);
     r.m.cancel(s, r.at(1)).unwrap();
     r.m.abort(s, None, r.at(1)).unwrap();
     r.m.timeout(s, r.at(1)).unwrap();
@@ -461,22 +425,10 @@ fn a_send_that_ended_before_its_transmission_was_taken_is_never_transmitted() {
     let mut r = Rig::new(ManagerConfig::default().max_session_count(1));
     let port = r.m.default_port();
     let a = r.m.open_session(port, r.at(0)).unwrap();
-    r.m.send(
-        a,
-        json!({"cmd": "delete_all"}),
-        SendOptions::default(),
-        r.at(0),
-    )
-    .unwrap();
+    r.send(a, json!({"cmd": "delete_all"}), 0);
     r.m.post(a, json!({"note": "posted"}), r.at(0)).unwrap();
     let b = r.m.open_session(port, r.at(0)).unwrap();
-    r.m.send(
-        b,
-        json!({"cmd": "get_status"}),
-        SendOptions::default(),
-        r.at(0),
-    )
-    .unwrap();
+    r.send(b, json!({"cmd": "get_status"}), 0);
     let out: Vec<_> = r.transmits().into_iter().map(|t| t.message).collect();
     assert_eq!(
         out,
@@ -487,9 +439,7 @@ fn a_send_that_ended_before_its_transmission_was_taken_is_never_transmitted() {
     );
     // Withdrawn and cancelled sends are not transmitted either.
     let c = r.m.open_session(port, r.at(0)).unwrap();
-    let send =
-        r.m.send(c, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send = r.send(c, json!({}), 0);
     r.m.withdraw(send, r.at(0));
     assert!(r.transmits().is_empty());
     assert_eq!(r.m.stats().queued_transmits, 0);

@@ -31,7 +31,7 @@ fn expired(events: &[Event<serde_json::Value>]) -> Vec<psession_core::SessionId>
 #[test]
 fn idle_session_expires_exactly_after_max_life() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(10)).unwrap();
+    let s = r.open(10);
     assert_eq!(r.next_deadline_ms(), Some(1010));
     r.tick(1009);
     assert!(r.events().is_empty());
@@ -60,7 +60,7 @@ fn activity_refreshes_the_expiry() {
 #[test]
 fn expiry_is_paused_while_a_send_waits_or_retries() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    let s = r.open(0);
     // 10 attempts of 100 ms with 200 ms pauses: 2.8 s of waiting, longer than max life.
     let options = SendOptions::default().retries(9, ms(200));
     let send = r.m.send(s, json!({}), options, r.at(0)).unwrap();
@@ -108,19 +108,15 @@ fn poll_timeout_is_the_exact_earliest_deadline() {
 #[test]
 fn clock_going_backwards_is_treated_as_not_moving() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(500)).unwrap();
-    let send =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(500))
-            .unwrap();
+    let s = r.open(500);
+    let send = r.send(s, json!({}), 500);
     // An instant before anything seen, even before the first one: no panic, nothing fires.
     r.m.handle_timeout(r.t0);
     r.tick(100);
     assert!(r.events().is_empty());
     // A send made with an older `now` counts from the latest time seen.
-    let other = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
-    let late =
-        r.m.send(other, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let other = r.open(0);
+    let late = r.send(other, json!({}), 0);
     r.tick(599);
     assert!(r.events().is_empty());
     r.tick(600);
@@ -176,7 +172,7 @@ fn clock_jumping_forward_by_days_fires_each_deadline_once() {
 #[test]
 fn a_late_clock_sends_only_the_retries_still_worth_sending() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    let s = r.open(0);
     // Attempts at 0, 110, 220, 330 (timeout 100 ms, pause 10 ms).
     let options = SendOptions::default().retries(3, ms(10));
     let send = r.m.send(s, json!({}), options, r.at(0)).unwrap();
@@ -200,9 +196,7 @@ fn a_reply_after_the_deadline_is_late_even_before_handle_timeout_runs() {
     let mut r = rig();
     let port = r.m.default_port();
     let s = r.m.open_session(port, r.at(0)).unwrap();
-    let send =
-        r.m.send(s, json!({}), SendOptions::default(), r.at(0))
-            .unwrap();
+    let send = r.send(s, json!({}), 0);
     // No handle_timeout between: the input itself processes the deadline.
     let routed = r.m.handle_inbound(port, json!({"sid": 1}), r.at(150));
     assert!(matches!(routed, psession_core::Routed::Queued(_)));
@@ -222,7 +216,7 @@ fn a_reply_after_the_deadline_is_late_even_before_handle_timeout_runs() {
 #[test]
 fn activity_during_a_wait_counts_when_the_wait_ends_late() {
     let mut r = rig();
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    let s = r.open(0);
     r.m.send(
         s,
         json!({}),
@@ -243,7 +237,7 @@ fn huge_durations_never_fire_and_never_panic() {
             .session_max_life(Duration::MAX)
             .retry_interval(Duration::MAX),
     );
-    let s = r.m.open_session(r.m.default_port(), r.at(0)).unwrap();
+    let s = r.open(0);
     r.m.send(
         s,
         json!({}),

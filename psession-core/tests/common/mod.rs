@@ -1,7 +1,9 @@
 //! Shared helpers of the behaviour tests: a manager on a virtual clock.
 #![allow(dead_code)]
 
-use psession_core::{Event, Manager, ManagerConfig, SendId, SessionError, Transmit};
+use psession_core::{
+    Event, Manager, ManagerConfig, SendId, SendOptions, SessionError, SessionId, Transmit,
+};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,20 @@ impl Rig {
 
     pub fn at(&self, ms: u64) -> Instant {
         self.t0 + Duration::from_millis(ms)
+    }
+
+    /// Opens a session on the default port at `ms`.
+    pub fn open(&mut self, ms: u64) -> SessionId {
+        let port = self.m.default_port();
+        self.m.open_session(port, self.at(ms)).expect("open")
+    }
+
+    /// Sends `message` on `session` at `ms` with the port's settings.
+    pub fn send(&mut self, session: SessionId, message: Value, ms: u64) -> SendId {
+        let now = self.at(ms);
+        self.m
+            .send(session, message, SendOptions::default(), now)
+            .expect("send")
     }
 
     /// Calls `handle_timeout` at `ms`.
