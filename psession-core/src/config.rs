@@ -29,7 +29,7 @@ impl SidPartition {
         match self {
             SidPartition::All => sid != 0,
             SidPartition::Odd => sid % 2 == 1,
-            SidPartition::Even => sid != 0 && sid % 2 == 0,
+            SidPartition::Even => sid != 0 && sid.is_multiple_of(2),
         }
     }
 

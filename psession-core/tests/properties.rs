@@ -139,7 +139,7 @@ impl PortCfg {
             && match self.partition {
                 SidPartition::All => true,
                 SidPartition::Odd => sid % 2 == 1,
-                SidPartition::Even => sid % 2 == 0,
+                SidPartition::Even => sid.is_multiple_of(2),
             }
     }
 
