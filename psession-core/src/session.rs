@@ -2,6 +2,9 @@
 
 use std::collections::VecDeque;
 
+use slab::Slab;
+
+use crate::error::SessionError;
 use crate::id::{PortId, SessionId};
 use crate::timer::Armed;
 
@@ -44,6 +47,20 @@ impl<M> Slot<M> {
             None => self.last_activity.saturating_add(max_life_ns),
         }
     }
+}
+
+/// The live session `session` points to, or [`SessionError::Invalid`].
+///
+/// A free function over the slab (rather than a `Manager` method) so that
+/// callers can hold the slot while using the manager's other fields.
+pub(crate) fn live_slot<M>(
+    sessions: &mut Slab<Slot<M>>,
+    session: SessionId,
+) -> Result<&mut Slot<M>, SessionError> {
+    sessions
+        .get_mut(session.key as usize)
+        .filter(|slot| slot.generation == session.generation)
+        .ok_or(SessionError::Invalid)
 }
 
 /// The send waiting on a session.

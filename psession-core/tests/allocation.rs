@@ -196,12 +196,14 @@ fn recycle_oldest_with_a_partition_skips_the_peers_sessions() {
 }
 
 #[test]
-fn full_range_of_u32_sids_does_not_overflow() {
+fn peer_sid_at_u32_max_opens_a_session_beside_local_allocation() {
     let mut r = rig(u32::MAX, OverflowPolicy::Reject);
     let port = r.m.default_port();
     r.m.handle_inbound(port, json!({"sid": u32::MAX}), r.at(0));
+    assert!(r.m.session(port, u32::MAX).is_some());
     let s = r.m.open_session(port, r.at(0)).unwrap();
     assert_eq!(s.sid(), 1);
+    assert_eq!(r.m.port_stats(port).unwrap().live_sessions, 2);
 }
 
 #[test]

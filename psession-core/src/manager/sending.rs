@@ -9,7 +9,7 @@ use crate::event::{Event, Transmit};
 use crate::id::{SendId, SessionId};
 use crate::message::Message;
 use crate::port::NIL;
-use crate::session::{Retry, Waiting};
+use crate::session::{live_slot, Retry, Waiting};
 use crate::timer::nanos;
 
 impl<M: Message> Manager<M> {
@@ -28,15 +28,14 @@ impl<M: Message> Manager<M> {
         now: Instant,
     ) -> Result<SendId, SessionError> {
         let now = self.advance(now);
-        let slot = self.slot_mut(session)?;
+        let slot = live_slot(&mut self.sessions, session)?;
         if slot.waiting.is_some() {
             return Err(SessionError::Busy);
         }
-        let (sid, port) = (slot.sid, slot.port);
-        if !message.set_sid(&self.id_field, sid) {
+        if !message.set_sid(&self.id_field, slot.sid) {
             return Err(SessionError::Untaggable);
         }
-        let p = &mut self.ports[port.index as usize];
+        let p = &mut self.ports[slot.port.index as usize];
         let timeout_ns = options.timeout.map_or(p.timeout_ns, nanos);
         let retries = options.retry_count.unwrap_or(p.settings.retry_count);
         let retry = if retries == 0 {
@@ -57,7 +56,6 @@ impl<M: Message> Manager<M> {
             number: self.send_number,
         };
         let deadline = now.saturating_add(timeout_ns);
-        let slot = &mut self.sessions[session.key as usize];
         slot.waiting = Some(Waiting {
             number: send.number,
             deadline,
@@ -68,7 +66,7 @@ impl<M: Message> Manager<M> {
         slot.late_pending = false;
         self.timers.arm(&mut slot.timer, session.key, deadline);
         self.transmits.push_back(Transmit {
-            port,
+            port: slot.port,
             session,
             send: Some(send),
             message,
@@ -86,13 +84,8 @@ impl<M: Message> Manager<M> {
         now: Instant,
     ) -> Result<(), SessionError> {
         let now = self.advance(now);
-        let field = &self.id_field;
-        let slot = self
-            .sessions
-            .get_mut(session.key as usize)
-            .filter(|slot| slot.generation == session.generation)
-            .ok_or(SessionError::Invalid)?;
-        if !message.set_sid(field, slot.sid) {
+        let slot = live_slot(&mut self.sessions, session)?;
+        if !message.set_sid(&self.id_field, slot.sid) {
             return Err(SessionError::Untaggable);
         }
         slot.last_activity = now;

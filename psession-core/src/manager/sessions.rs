@@ -11,7 +11,7 @@ use crate::event::{CloseReason, Event};
 use crate::id::{PortId, SendId, SessionId};
 use crate::message::Message;
 use crate::port::{Port, NIL};
-use crate::session::Slot;
+use crate::session::{live_slot, Slot};
 
 impl<M: Message> Manager<M> {
     /// Opens a session on `port` with the next free sid.
@@ -112,10 +112,7 @@ impl<M: Message> Manager<M> {
 
     /// The live session `session` points to.
     pub(super) fn slot_mut(&mut self, session: SessionId) -> Result<&mut Slot<M>, SessionError> {
-        self.sessions
-            .get_mut(session.key as usize)
-            .filter(|slot| slot.generation == session.generation)
-            .ok_or(SessionError::Invalid)
+        live_slot(&mut self.sessions, session)
     }
 
     /// Whether the session is still open.
