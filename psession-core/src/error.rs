@@ -54,6 +54,10 @@ pub enum SessionError {
     /// The message cannot carry a session id (for JSON: it is not an object).
     #[error("message cannot carry a session id")]
     Untaggable,
+    /// A typed helper could not serialize the request or deserialize the
+    /// reply (the cause is the serde error).
+    #[error("message could not be encoded or decoded: {0}")]
+    Codec(#[source] Cause),
     /// No port has this name or handle.
     #[error("no such port")]
     NoSuchPort,
@@ -138,5 +142,12 @@ impl From<std::io::Error> for Cause {
 impl From<Box<dyn StdError + Send + Sync + 'static>> for Cause {
     fn from(error: Box<dyn StdError + Send + Sync + 'static>) -> Self {
         Cause(Arc::from(error))
+    }
+}
+
+/// For senders that cannot fail (`Result<(), Infallible>`).
+impl From<std::convert::Infallible> for Cause {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
     }
 }

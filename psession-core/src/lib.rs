@@ -63,8 +63,3 @@ pub use id::{PortId, SendId, SessionId};
 pub use manager::{Manager, DEFAULT_PORT};
 pub use message::Message;
 pub use stats::{Counters, PortStats, Stats};
-
-/// The README's examples are compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

@@ -150,6 +150,12 @@ impl<M: Message> Manager<M> {
             && self.fail_waiting(send.key, Some(&SessionError::Transport(cause)), now)
     }
 
+    /// Whether `send` still waits for its reply (it has not ended in any
+    /// way). A driver uses it to drop queued transmissions of ended sends.
+    pub fn is_send_waiting(&self, send: SendId) -> bool {
+        self.is_current(send)
+    }
+
     /// Whether `send` is the send waiting on its session.
     pub(super) fn is_current(&self, send: SendId) -> bool {
         self.sessions

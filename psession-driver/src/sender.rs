@@ -1,0 +1,457 @@
+//! How a port hands messages to its transport: a closure, or a bounded
+//! outbound queue the application drains into its socket.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use futures_core::Stream;
+use psession_core::{Cause, Message, SendId, SessionError};
+use serde_json::Value;
+use slab::Slab;
+
+type SendFn<M> = dyn Fn(M) -> Result<(), Cause> + Send + Sync;
+
+/// The transport of a port (the seed's `sender`).
+///
+/// Two kinds, both first-class:
+///
+/// - [`Sender::from_fn`]: a closure called with each message, like the
+///   seed's `sender: (message) => ws.send(...)`. It is called outside the
+///   manager's lock, one message at a time and in order, so it may call back
+///   into the manager. It should not block: push into a socket's write
+///   queue, not wait for the network. (A closure has no way to push back;
+///   when the peer may be slower than your producers, use a channel.)
+/// - [`Sender::channel`]: a bounded queue and its [`Outbound`] stream, which
+///   the application forwards to its socket. When the queue is full, `post`
+///   waits for room, so a slow socket slows its posters down instead of
+///   growing memory. A `send` never waits for room: its transmission joins
+///   the queue at once and its timeout runs from then, so cancel, abort,
+///   timeout and `destroy` apply to it as to any waiting send. The queue
+///   thus holds at most `capacity` posts plus the transmissions of the sends
+///   still waiting (one per session, with its retries); transmissions of
+///   sends that have ended are dropped from a full queue.
+///
+/// [`Sender::none`] is a port without transport: every send on it fails with
+/// [`SessionError::Transport`].
+///
+/// ```
+/// use psession_driver::Sender;
+/// use serde_json::Value;
+///
+/// // A closure: here it just prints; a real one writes to a socket, and
+/// // `?` turns an `io::Error` into the send's `Transport` error.
+/// let printing = Sender::from_fn(|message: Value| {
+///     println!("-> {message}");
+///     Ok(())
+/// });
+///
+/// // A queue of at most 64 messages and the stream that drains it.
+/// let (queued, outbound) = Sender::<Value>::channel(64);
+/// # let _ = (printing, queued, outbound);
+/// ```
+pub struct Sender<M: Message + Send + 'static = Value>(Kind<M>);
+
+enum Kind<M: Message + Send + 'static> {
+    Fn(Arc<SendFn<M>>),
+    Queue(Arc<Queue<M>>),
+    None,
+}
+
+impl<M: Message + Send + 'static> Clone for Sender<M> {
+    fn clone(&self) -> Self {
+        Sender(match &self.0 {
+            Kind::Fn(f) => Kind::Fn(f.clone()),
+            Kind::Queue(q) => {
+                q.lock().senders += 1;
+                Kind::Queue(q.clone())
+            }
+            Kind::None => Kind::None,
+        })
+    }
+}
+
+impl<M: Message + Send + 'static> Drop for Sender<M> {
+    fn drop(&mut self) {
+        if let Kind::Queue(queue) = &self.0 {
+            let wake = {
+                let mut state = queue.lock();
+                state.senders -= 1;
+                state.wake_if_closed()
+            };
+            wake.into_iter().for_each(Waker::wake);
+        }
+    }
+}
+
+impl<M: Message + Send + 'static> fmt::Debug for Sender<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Kind::Fn(_) => f.write_str("Sender::Fn(..)"),
+            Kind::Queue(q) => write!(f, "Sender::Queue(capacity {})", q.capacity),
+            Kind::None => f.write_str("Sender::None"),
+        }
+    }
+}
+
+impl<M: Message + Send + 'static> Sender<M> {
+    /// A sender that calls `send` with each message. An error fails the
+    /// send that produced the message with [`SessionError::Transport`]
+    /// (`?` converts `io::Error`, `String` and `&str` into a [`Cause`]; wrap
+    /// other errors with [`Cause::new`]).
+    pub fn from_fn<F>(send: F) -> Self
+    where
+        F: Fn(M) -> Result<(), Cause> + Send + Sync + 'static,
+    {
+        Sender(Kind::Fn(Arc::new(send)))
+    }
+
+    /// A bounded outbound queue (at least one message) and the stream that
+    /// drains it.
+    ///
+    /// Give the `Sender` to one port (or several) and forward the
+    /// [`Outbound`] to the socket. The stream ends, after what is queued,
+    /// when every port using it is destroyed (or the manager dropped), or
+    /// when every clone of the `Sender` is dropped before any port used it.
+    /// If the `Outbound` is dropped, later transmissions fail with a
+    /// transport error.
+    pub fn channel(capacity: usize) -> (Self, Outbound<M>) {
+        let queue = Arc::new(Queue {
+            capacity: capacity.max(1),
+            inner: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                reader: None,
+                writers: Slab::new(),
+                reader_gone: false,
+                ended: false,
+                ports: 0,
+                attached: false,
+                senders: 1,
+                purge_at: capacity.max(1),
+            }),
+        });
+        (
+            Sender(Kind::Queue(queue.clone())),
+            Outbound { queue: Some(queue) },
+        )
+    }
+
+    /// A sender without transport: every send through it fails.
+    pub fn none() -> Self {
+        Sender(Kind::None)
+    }
+
+    /// Hands one message to the transport; `send` is the send it belongs
+    /// to (`None` for a post).
+    pub(crate) fn transmit(&self, message: M, send: Option<SendId>) -> Result<(), Cause> {
+        match &self.0 {
+            Kind::Fn(f) => f(message),
+            Kind::Queue(queue) => queue.push(Item { message, send }),
+            Kind::None => Err(Cause::msg("the port has no sender")),
+        }
+    }
+
+    /// Waits until the transport has room for another message (or never
+    /// will again, in which case the next transmission fails).
+    pub(crate) fn ready(&self) -> Ready<'_, M> {
+        Ready {
+            queue: match &self.0 {
+                Kind::Queue(queue) => Some(queue),
+                _ => None,
+            },
+            key: None,
+        }
+    }
+
+    /// Whether the queue is long enough that transmissions of ended sends
+    /// should be dropped from it before the next push.
+    pub(crate) fn needs_purge(&self) -> bool {
+        match &self.0 {
+            Kind::Queue(queue) => {
+                let state = queue.lock();
+                state.items.len() >= state.purge_at
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops queued transmissions of sends for which `waiting` is false.
+    /// Called with the core's lock held (the lock order is core, then
+    /// queue; queue code never takes the core's lock).
+    pub(crate) fn purge(&self, waiting: impl Fn(SendId) -> bool) {
+        if let Kind::Queue(queue) = &self.0 {
+            let mut state = queue.lock();
+            state
+                .items
+                .retain(|item| item.send.is_none_or(&waiting));
+            state.purge_at = (2 * state.items.len()).max(queue.capacity);
+        }
+    }
+
+    /// Records that a port sends through this sender. Fails if its
+    /// outbound stream has already ended or been dropped.
+    pub(crate) fn attach(&self) -> Result<(), SessionError> {
+        if let Kind::Queue(queue) = &self.0 {
+            let mut state = queue.lock();
+            if state.ended || state.reader_gone {
+                return Err(SessionError::Config(
+                    "this sender's outbound stream has ended; create a new channel",
+                ));
+            }
+            state.ports += 1;
+            state.attached = true;
+        }
+        Ok(())
+    }
+
+    /// Records that a port no longer sends through this sender; the last
+    /// one to go ends the outbound stream (after what is queued) and
+    /// releases posts waiting for room.
+    pub(crate) fn detach(&self) {
+        if let Kind::Queue(queue) = &self.0 {
+            let wake = {
+                let mut state = queue.lock();
+                state.ports = state.ports.saturating_sub(1);
+                state.wake_if_closed()
+            };
+            wake.into_iter().for_each(Waker::wake);
+        }
+    }
+}
+
+struct Queue<M: Message + Send + 'static> {
+    capacity: usize,
+    inner: Mutex<QueueState<M>>,
+}
+
+/// A queued transmission: the message, and the send it belongs to.
+struct Item<M> {
+    message: M,
+    send: Option<SendId>,
+}
+
+struct QueueState<M> {
+    items: VecDeque<Item<M>>,
+    reader: Option<Waker>,
+    /// Posts waiting for room; each future owns its slot until it is done.
+    writers: Slab<Option<Waker>>,
+    reader_gone: bool,
+    /// The stream has yielded its final `None`.
+    ended: bool,
+    /// Ports sending through this queue.
+    ports: usize,
+    /// Whether any port ever did.
+    attached: bool,
+    /// Live `Sender` clones of this queue.
+    senders: usize,
+    /// Length at which the next push drops transmissions of ended sends.
+    purge_at: usize,
+}
+
+impl<M> QueueState<M> {
+    /// No more messages can come: every port left, or no port ever came
+    /// and no sender is left to bring one.
+    fn is_closed(&self) -> bool {
+        (self.attached && self.ports == 0) || self.senders == 0
+    }
+
+    /// If closed, the reader and every writer, to wake outside the lock.
+    fn wake_if_closed(&mut self) -> Vec<Waker> {
+        if !self.is_closed() {
+            return Vec::new();
+        }
+        let mut wake = self.take_writers();
+        wake.extend(self.reader.take());
+        wake
+    }
+
+    fn take_writers(&mut self) -> Vec<Waker> {
+        self.writers
+            .iter_mut()
+            .filter_map(|(_, waker)| waker.take())
+            .collect()
+    }
+}
+
+impl<M: Message + Send + 'static> Queue<M> {
+    fn lock(&self) -> MutexGuard<'_, QueueState<M>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, item: Item<M>) -> Result<(), Cause> {
+        let reader = {
+            let mut state = self.lock();
+            if state.reader_gone {
+                return Err(Cause::msg("the port's outbound stream was dropped"));
+            }
+            if state.ended {
+                return Err(Cause::msg("the port's outbound stream has ended"));
+            }
+            state.items.push_back(item);
+            state.reader.take()
+        };
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+        Ok(())
+    }
+
+    /// Takes the next message, and the writers to wake if that made room.
+    fn pop(&self, state: &mut QueueState<M>) -> (Option<M>, Vec<Waker>) {
+        let message = state.items.pop_front().map(|item| item.message);
+        let writers = if message.is_some() && state.items.len() < self.capacity {
+            state.take_writers()
+        } else {
+            Vec::new()
+        };
+        (message, writers)
+    }
+}
+
+/// The future of [`Sender::ready`]; frees its waiting slot when dropped.
+pub(crate) struct Ready<'a, M: Message + Send + 'static> {
+    queue: Option<&'a Arc<Queue<M>>>,
+    key: Option<usize>,
+}
+
+impl<M: Message + Send + 'static> Future for Ready<'_, M> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(queue) = this.queue else {
+            return Poll::Ready(());
+        };
+        let mut state = queue.lock();
+        if state.reader_gone
+            || state.ended
+            || state.is_closed()
+            || state.items.len() < queue.capacity
+        {
+            if let Some(key) = this.key.take() {
+                state.writers.remove(key);
+            }
+            return Poll::Ready(());
+        }
+        let waker = Some(cx.waker().clone());
+        match this.key {
+            Some(key) => state.writers[key] = waker,
+            None => this.key = Some(state.writers.insert(waker)),
+        }
+        Poll::Pending
+    }
+}
+
+impl<M: Message + Send + 'static> Drop for Ready<'_, M> {
+    fn drop(&mut self) {
+        if let (Some(queue), Some(key)) = (self.queue, self.key.take()) {
+            let mut state = queue.lock();
+            let woken = state.writers.remove(key).is_none();
+            // It was woken for room it will not use: pass the wake on.
+            let next = if woken && state.items.len() < queue.capacity {
+                state.take_writers()
+            } else {
+                Vec::new()
+            };
+            drop(state);
+            next.into_iter().for_each(Waker::wake);
+        }
+    }
+}
+
+/// The stream of messages a port with a [`Sender::channel`] transmits, in
+/// order. Forward each one to the port's socket.
+///
+/// It ends when every port using the queue is destroyed (or the manager is
+/// dropped), after the messages already queued.
+///
+/// ```
+/// # async fn forward(mut outbound: psession_driver::Outbound) {
+/// while let Some(message) = outbound.recv().await {
+///     // socket.write_all(message.to_string().as_bytes()).await?;
+///     # let _ = message;
+/// }
+/// # }
+/// ```
+pub struct Outbound<M: Message + Send + 'static = Value> {
+    queue: Option<Arc<Queue<M>>>,
+}
+
+impl<M: Message + Send + 'static> fmt::Debug for Outbound<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Outbound(..)")
+    }
+}
+
+impl<M: Message + Send + 'static> Outbound<M> {
+    /// The next message to transmit, or `None` once the stream has ended.
+    pub async fn recv(&mut self) -> Option<M> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Takes a message if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<M> {
+        let queue = self.queue.as_ref()?;
+        let (message, writers) = queue.pop(&mut queue.lock());
+        writers.into_iter().for_each(Waker::wake);
+        message
+    }
+
+    /// How many messages wait in the queue.
+    pub fn len(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.lock().items.len())
+    }
+
+    /// Whether no message waits in the queue.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<M>> {
+        let Some(queue) = self.queue.as_ref() else {
+            return Poll::Ready(None);
+        };
+        let (message, writers) = {
+            let mut state = queue.lock();
+            let (message, writers) = queue.pop(&mut state);
+            if message.is_none() {
+                if !state.is_closed() {
+                    state.reader = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                state.ended = true;
+            }
+            (message, writers)
+        };
+        writers.into_iter().for_each(Waker::wake);
+        if message.is_none() {
+            self.queue = None;
+        }
+        Poll::Ready(message)
+    }
+}
+
+impl<M: Message + Send + 'static> Stream for Outbound<M> {
+    type Item = M;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<M>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<M: Message + Send + 'static> Drop for Outbound<M> {
+    fn drop(&mut self) {
+        if let Some(queue) = self.queue.take() {
+            let (items, writers) = {
+                let mut state = queue.lock();
+                state.reader_gone = true;
+                (std::mem::take(&mut state.items), state.take_writers())
+            };
+            drop(items);
+            writers.into_iter().for_each(Waker::wake);
+        }
+    }
+}

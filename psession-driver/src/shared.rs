@@ -1,0 +1,559 @@
+//! The one core behind its lock, and how its outputs reach the application:
+//! waking futures, filling the events queue, calling the senders. Nothing
+//! of the application runs while the lock is held.
+//!
+//! Lock order: the core's lock may be held while an outbound queue's lock is
+//! taken, never the other way round.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use psession_core::{
+    Cause, CloseReason, Event, Manager, Message, PortId, SendId, SessionError, SessionId,
+};
+
+use crate::events::ManagerEvent;
+use crate::sender::Sender;
+use crate::session::Session;
+
+/// The error every operation gets once the last manager handle is dropped.
+pub(crate) fn manager_dropped() -> SessionError {
+    SessionError::Aborted(Some(Cause::msg("the session manager was dropped")))
+}
+
+/// Default capacity of the informational events queue.
+pub(crate) const EVENTS_CAPACITY: usize = 1024;
+
+/// How many batches a caller transmits before handing the rest to the
+/// driver task, so that no caller is kept busy sending everyone's messages.
+pub(crate) const FLUSH_ROUNDS: usize = 4;
+
+/// State shared by every handle of one manager.
+pub(crate) struct Shared<M: Message + Send + 'static> {
+    state: Mutex<State<M>>,
+    /// The runtime's clock.
+    pub(crate) now: fn() -> Instant,
+    /// The sid field, readable without the lock.
+    pub(crate) id_field: Box<str>,
+    /// Live `SessionManager` handles; the last one shuts the manager down.
+    pub(crate) handles: AtomicUsize,
+}
+
+pub(crate) struct State<M: Message + Send + 'static> {
+    pub(crate) core: Manager<M>,
+    pub(crate) default_sender: Sender<M>,
+    pub(crate) ports: HashMap<PortId, PortEntry<M>>,
+    sends: HashMap<SendId, SendSlot<M>>,
+    readers: HashMap<SessionId, Waker>,
+    pub(crate) events: EventQueue<M>,
+    pub(crate) timer: TimerSlot,
+    /// Transmissions taken from the core, waiting for the flusher.
+    outbox: VecDeque<Outgoing<M>>,
+    /// Whether someone is flushing `outbox` (only one at a time, so that
+    /// messages leave in order).
+    flushing: bool,
+    /// The flusher handed the rest of the outbox to the driver task.
+    pub(crate) flush_handoff: bool,
+    pub(crate) closed: bool,
+}
+
+/// A named port's transport and name.
+pub(crate) struct PortEntry<M: Message + Send + 'static> {
+    pub(crate) sender: Sender<M>,
+    pub(crate) name: std::sync::Arc<str>,
+}
+
+struct SendSlot<M> {
+    waker: Option<Waker>,
+    outcome: Option<Result<M, SessionError>>,
+}
+
+struct Outgoing<M: Message + Send + 'static> {
+    sender: Sender<M>,
+    port: PortId,
+    session: SessionId,
+    send: Option<SendId>,
+    message: M,
+}
+
+/// The driver task's wake-up: when the core's next deadline moves earlier
+/// than the one the task sleeps until, the task is woken to re-arm.
+#[derive(Default)]
+pub(crate) struct TimerSlot {
+    pub(crate) waker: Option<Waker>,
+    pub(crate) armed: Option<Instant>,
+}
+
+/// Events waiting for the [`Events`](crate::Events) stream.
+pub(crate) struct EventQueue<M: Message + Send + 'static> {
+    pub(crate) items: VecDeque<ManagerEvent<M>>,
+    pub(crate) waker: Option<Waker>,
+    /// Bumped by each `events()` call; older streams end.
+    pub(crate) epoch: u64,
+    /// Most informational events kept. Incoming sessions are always kept
+    /// while they live (the ports' incoming caps bound them); one that
+    /// closes before it is taken leaves the queue.
+    pub(crate) capacity: usize,
+    /// Queued `Incoming` events.
+    incoming: usize,
+    /// Informational events discarded because the queue was full.
+    pub(crate) discarded: u64,
+}
+
+impl<M: Message + Send + 'static> EventQueue<M> {
+    fn push(&mut self, event: ManagerEvent<M>, effects: &mut Effects<M>) {
+        if let ManagerEvent::Incoming(_) = event {
+            self.incoming += 1;
+        } else if self.items.len() - self.incoming >= self.capacity {
+            self.discarded += 1;
+            return;
+        }
+        self.items.push_back(event);
+        effects.wake(self.waker.take());
+    }
+
+    /// Takes the next event for the stream.
+    pub(crate) fn pop(&mut self) -> Option<ManagerEvent<M>> {
+        let event = self.items.pop_front()?;
+        if let ManagerEvent::Incoming(_) = event {
+            self.incoming -= 1;
+        }
+        Some(event)
+    }
+
+    /// Removes the queued `Incoming` of a session that has closed.
+    fn remove_incoming(&mut self, session: SessionId, effects: &mut Effects<M>) {
+        if self.incoming == 0 {
+            return;
+        }
+        let found = self.items.iter().position(
+            |event| matches!(event, ManagerEvent::Incoming(s) if s.session_id() == session),
+        );
+        if let Some(ManagerEvent::Incoming(stale)) = found.and_then(|i| self.items.remove(i)) {
+            self.incoming -= 1;
+            // Its drop takes the lock: after the lock is released.
+            effects.drop_later.push(stale);
+        }
+    }
+
+    /// Takes everything (at shutdown).
+    fn take_all(&mut self) -> VecDeque<ManagerEvent<M>> {
+        self.incoming = 0;
+        std::mem::take(&mut self.items)
+    }
+}
+
+/// What to do once the lock is released.
+#[must_use]
+pub(crate) struct Effects<M: Message + Send + 'static> {
+    wake: Vec<Waker>,
+    flush: bool,
+    drop_later: Vec<Session<M>>,
+}
+
+impl<M: Message + Send + 'static> Default for Effects<M> {
+    fn default() -> Self {
+        Effects {
+            wake: Vec::new(),
+            flush: false,
+            drop_later: Vec::new(),
+        }
+    }
+}
+
+impl<M: Message + Send + 'static> Effects<M> {
+    pub(crate) fn wake(&mut self, waker: Option<Waker>) {
+        if let Some(waker) = waker {
+            self.wake.push(waker);
+        }
+    }
+}
+
+impl<M: Message + Send + 'static> Shared<M> {
+    pub(crate) fn new(
+        core: Manager<M>,
+        default_sender: Sender<M>,
+        now: fn() -> Instant,
+    ) -> Result<Arc<Self>, SessionError> {
+        default_sender.attach()?;
+        let id_field = core.session_id_name().into();
+        Ok(Arc::new(Shared {
+            state: Mutex::new(State {
+                core,
+                default_sender,
+                ports: HashMap::new(),
+                sends: HashMap::new(),
+                readers: HashMap::new(),
+                events: EventQueue {
+                    items: VecDeque::new(),
+                    waker: None,
+                    epoch: 0,
+                    capacity: EVENTS_CAPACITY,
+                    incoming: 0,
+                    discarded: 0,
+                },
+                timer: TimerSlot::default(),
+                outbox: VecDeque::new(),
+                flushing: false,
+                flush_handoff: false,
+                closed: false,
+            }),
+            now,
+            id_field,
+            handles: AtomicUsize::new(1),
+        }))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<M>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The sid of `message`, if it is a session message.
+    pub(crate) fn sid_of(&self, message: &M) -> Option<u32> {
+        message.sid(&self.id_field).filter(|&sid| sid != 0)
+    }
+
+    /// Runs `f` on the state with the current time, then, with the lock
+    /// released, wakes whoever the core's outputs concern and transmits
+    /// what it queued. Fails with *Aborted* once the manager is dropped.
+    pub(crate) fn run<T>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut State<M>, Instant) -> Result<T, SessionError>,
+    ) -> Result<T, SessionError> {
+        let (out, effects) = self.run_deferred(f)?;
+        self.apply(effects);
+        out
+    }
+
+    /// [`run`](Self::run), leaving the effects to the caller (who may need
+    /// to set up a drop guard before running them).
+    pub(crate) fn run_deferred<T>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut State<M>, Instant) -> Result<T, SessionError>,
+    ) -> Result<(Result<T, SessionError>, Effects<M>), SessionError> {
+        let now = (self.now)();
+        let mut effects = Effects::default();
+        let mut state = self.lock();
+        if state.closed {
+            return Err(manager_dropped());
+        }
+        let out = f(&mut state, now);
+        state.collect(self, &mut effects);
+        Ok((out, effects))
+    }
+
+    /// Runs what [`State::collect`] decided, outside the lock.
+    pub(crate) fn apply(self: &Arc<Self>, effects: Effects<M>) {
+        let Effects {
+            wake,
+            flush,
+            drop_later,
+        } = effects;
+        wake.into_iter().for_each(Waker::wake);
+        drop(drop_later);
+        if flush && !self.flush(FLUSH_ROUNDS) {
+            self.hand_off_flush();
+        }
+    }
+
+    /// Hands queued transmissions to their senders, in order, for at most
+    /// `rounds` batches. Only the owner of `flushing` calls it. Returns
+    /// whether the outbox is empty (and `flushing` released).
+    pub(crate) fn flush(self: &Arc<Self>, rounds: usize) -> bool {
+        let mut guard = FlushGuard(self, true);
+        let mut batch = VecDeque::new();
+        for _ in 0..rounds {
+            {
+                let mut state = self.lock();
+                if state.outbox.is_empty() {
+                    state.flushing = false;
+                    guard.1 = false;
+                    return true;
+                }
+                std::mem::swap(&mut batch, &mut state.outbox);
+                // Sends that ended since `collect` are not transmitted.
+                let core = &state.core;
+                batch.retain(|out| out.send.is_none_or(|send| core.is_send_waiting(send)));
+            }
+            let mut failed = Vec::new();
+            for out in batch.drain(..) {
+                if out.sender.needs_purge() {
+                    let state = self.lock();
+                    let waiting = |send| !state.closed && state.core.is_send_waiting(send);
+                    out.sender.purge(waiting);
+                }
+                if let Err(cause) = out.sender.transmit(out.message, out.send) {
+                    failed.push((out.port, out.session, out.send, cause));
+                }
+            }
+            if !failed.is_empty() {
+                self.report_failures(failed);
+            }
+        }
+        guard.1 = false;
+        false
+    }
+
+    /// Fails the sends whose transmission failed; reports failed posts.
+    fn report_failures(self: &Arc<Self>, failed: Vec<(PortId, SessionId, Option<SendId>, Cause)>) {
+        let now = (self.now)();
+        let mut effects = Effects::default();
+        {
+            let mut state = self.lock();
+            for (port, session, send, cause) in failed {
+                match send {
+                    Some(send) => {
+                        state.core.handle_transmit_error(send, cause, now);
+                    }
+                    None => {
+                        let event = ManagerEvent::TransmitFailed {
+                            port,
+                            sid: session.sid(),
+                            error: SessionError::Transport(cause),
+                        };
+                        state.events.push(event, &mut effects);
+                    }
+                }
+            }
+            // We own `flushing`: `collect` leaves new transmissions in the
+            // outbox for the flush loop.
+            state.collect(self, &mut effects);
+        }
+        effects.flush = false;
+        self.apply(effects);
+    }
+
+    /// Gives the rest of the outbox (and `flushing`) to the driver task.
+    pub(crate) fn hand_off_flush(&self) {
+        let waker = {
+            let mut state = self.lock();
+            state.flush_handoff = true;
+            state.timer.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Registers interest in the outcome of `send`.
+    pub(crate) fn poll_send(
+        &self,
+        send: SendId,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<M, SessionError>> {
+        let mut state = self.lock();
+        let Some(slot) = state.sends.get_mut(&send) else {
+            return Poll::Ready(Err(manager_dropped()));
+        };
+        if let Some(outcome) = slot.outcome.take() {
+            state.sends.remove(&send);
+            return Poll::Ready(outcome);
+        }
+        match &slot.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => slot.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Forgets a send whose future was dropped, withdrawing it from the
+    /// core if it still waits.
+    pub(crate) fn withdraw(self: &Arc<Self>, send: SendId) {
+        let now = (self.now)();
+        let mut effects = Effects::default();
+        {
+            let mut state = self.lock();
+            state.sends.remove(&send);
+            if !state.closed {
+                state.core.withdraw(send, now);
+                state.collect(self, &mut effects);
+            }
+        }
+        self.apply(effects);
+    }
+
+    /// Waits for the next message of `session` (its `recv`).
+    pub(crate) fn poll_recv(
+        &self,
+        session: SessionId,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<M, SessionError>> {
+        let mut state = self.lock();
+        if state.closed {
+            return Poll::Ready(Err(manager_dropped()));
+        }
+        match state.core.recv(session) {
+            Ok(Some(message)) => Poll::Ready(Ok(message)),
+            Ok(None) => {
+                state.readers.insert(session, cx.waker().clone());
+                Poll::Pending
+            }
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    /// Forgets the reader of `session` (its `recv` future was dropped).
+    pub(crate) fn forget_reader(&self, session: SessionId) {
+        self.lock().readers.remove(&session);
+    }
+
+    /// The last manager handle is gone: fail every waiting send with
+    /// *Aborted*, end every session, end the events and outbound streams,
+    /// release the senders, and let the driver task finish.
+    pub(crate) fn shut_down(self: &Arc<Self>) {
+        let now = (self.now)();
+        let mut effects = Effects::default();
+        let (events, senders) = {
+            let mut state = self.lock();
+            if state.closed {
+                return;
+            }
+            state
+                .core
+                .abort_all(Some(Cause::msg("the session manager was dropped")), now);
+            state.core.clear();
+            state.collect(self, &mut effects);
+            state.closed = true;
+            state.outbox.clear();
+            effects.wake(state.timer.waker.take());
+            effects.wake(state.events.waker.take());
+            effects
+                .wake
+                .extend(state.readers.drain().map(|(_, waker)| waker));
+            let mut senders: Vec<Sender<M>> =
+                state.ports.drain().map(|(_, entry)| entry.sender).collect();
+            // Released too: a closure holding one of our ports would
+            // otherwise keep this state alive forever.
+            senders.push(std::mem::replace(
+                &mut state.default_sender,
+                Sender::none(),
+            ));
+            (state.events.take_all(), senders)
+        };
+        effects.flush = false;
+        self.apply(effects);
+        // Sessions in the queue end themselves on drop: outside the lock.
+        drop(events);
+        senders.iter().for_each(Sender::detach);
+    }
+}
+
+/// Releases `flushing` if a sender panics, so later transmissions still go.
+struct FlushGuard<'a, M: Message + Send + 'static>(&'a Arc<Shared<M>>, bool);
+
+impl<M: Message + Send + 'static> Drop for FlushGuard<'_, M> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.lock().flushing = false;
+        }
+    }
+}
+
+impl<M: Message + Send + 'static> State<M> {
+    /// The sender of `port`, if the port is live.
+    pub(crate) fn sender_of(&self, port: PortId) -> Option<&Sender<M>> {
+        if port == self.core.default_port() {
+            Some(&self.default_sender)
+        } else {
+            self.ports.get(&port).map(|entry| &entry.sender)
+        }
+    }
+
+    /// Starts a send in the core and registers its waiting slot.
+    pub(crate) fn start_send(
+        &mut self,
+        session: SessionId,
+        message: M,
+        options: psession_core::SendOptions,
+        now: Instant,
+    ) -> Result<SendId, SessionError> {
+        let send = self.core.send(session, message, options, now)?;
+        self.sends.insert(
+            send,
+            SendSlot {
+                waker: None,
+                outcome: None,
+            },
+        );
+        Ok(send)
+    }
+
+    /// Takes the flush the previous flusher handed to the driver task.
+    pub(crate) fn take_flush_handoff(&mut self) -> bool {
+        std::mem::take(&mut self.flush_handoff)
+    }
+
+    /// Takes every output of the core: completes sends, wakes readers,
+    /// queues events and transmissions, and re-arms the timer.
+    pub(crate) fn collect(&mut self, shared: &Arc<Shared<M>>, effects: &mut Effects<M>) {
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Reply { send, message, .. } => self.complete(send, Ok(message), effects),
+                Event::SendFailed { send, error, .. } => self.complete(send, Err(error), effects),
+                Event::Readable { session } => effects.wake(self.readers.remove(&session)),
+                Event::Incoming { session } => {
+                    let sender = self
+                        .sender_of(session.port())
+                        .cloned()
+                        .unwrap_or_else(Sender::none);
+                    let session = Session::new(shared.clone(), session, sender);
+                    self.events.push(ManagerEvent::Incoming(session), effects);
+                }
+                Event::Closed { session, reason } => {
+                    effects.wake(self.readers.remove(&session));
+                    self.events.remove_incoming(session, effects);
+                    if reason == CloseReason::Expired {
+                        let event = ManagerEvent::Expired {
+                            port: session.port(),
+                            sid: session.sid(),
+                        };
+                        self.events.push(event, effects);
+                    }
+                }
+                Event::Dropped { port, sid, reason } => {
+                    self.events
+                        .push(ManagerEvent::Dropped { port, sid, reason }, effects);
+                }
+                _ => {}
+            }
+        }
+        while let Some(transmit) = self.core.poll_transmit() {
+            let sender = self
+                .sender_of(transmit.port)
+                .cloned()
+                .unwrap_or_else(Sender::none);
+            self.outbox.push_back(Outgoing {
+                sender,
+                port: transmit.port,
+                session: transmit.session,
+                send: transmit.send,
+                message: transmit.message,
+            });
+        }
+        if !self.outbox.is_empty() && !self.flushing {
+            self.flushing = true;
+            effects.flush = true;
+        }
+        if let Some(deadline) = self.core.poll_timeout() {
+            if self.timer.armed.is_none_or(|armed| deadline < armed) {
+                self.timer.armed = Some(deadline);
+                effects.wake(self.timer.waker.take());
+            }
+        }
+    }
+
+    fn complete(
+        &mut self,
+        send: SendId,
+        outcome: Result<M, SessionError>,
+        effects: &mut Effects<M>,
+    ) {
+        if let Some(slot) = self.sends.get_mut(&send) {
+            slot.outcome = Some(outcome);
+            effects.wake(slot.waker.take());
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Senders, outbound queues and the events queue at their edges, on both
+//! runtimes; and a non-JSON message type through the async API.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use psession_core::{ManagerConfig, Message, PortOptions, Routed, SendOptions, SessionError};
+use psession_driver::{ManagerEvent, Port, Sender, SessionManager};
+use psession_tests::*;
+use serde_json::{json, Value};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// An outbound stream whose sender never reached a port (here: the port
+/// name was taken) ends once the sender is gone, instead of waiting forever.
+async fn outbound_of_an_unused_sender_ends<H: Harness>() {
+    let (manager, _out) = queued::<H>(ManagerConfig::default());
+    let (first, _first_out) = Sender::channel(4);
+    manager.create_port("dev", first, PortOptions::default()).unwrap();
+    let (second, mut second_out) = Sender::<Value>::channel(4);
+    let taken = manager.create_port("dev", second, PortOptions::default());
+    assert!(matches!(taken, Err(SessionError::PortExists(_))), "{taken:?}");
+    assert_eq!(second_out.recv().await, None);
+}
+
+/// Once an outbound stream has ended, its sender cannot be given to a new
+/// port: the port is refused instead of queueing into a dead stream.
+async fn an_ended_outbound_cannot_be_reused<H: Harness>() {
+    let (manager, _out) = queued::<H>(ManagerConfig::default());
+    let (sender, mut outbound) = Sender::<Value>::channel(4);
+    let port = manager
+        .create_port("dev", sender.clone(), PortOptions::default())
+        .unwrap();
+    port.create_session().unwrap().post(json!({ "n": 1 })).await.unwrap();
+    port.destroy().unwrap();
+    assert_eq!(outbound.recv().await.unwrap()["n"], 1);
+    assert_eq!(outbound.recv().await, None);
+    let again = manager.create_port("dev", sender, PortOptions::default());
+    assert!(matches!(again, Err(SessionError::Config(_))), "{again:?}");
+    assert!(manager.port("dev").is_none(), "the refused port was not left behind");
+}
+
+/// One channel shared by two ports ends only when both are gone.
+async fn a_shared_outbound_ends_with_its_last_port<H: Harness>() {
+    let (manager, _out) = queued::<H>(ManagerConfig::default());
+    let (sender, mut outbound) = Sender::<Value>::channel(4);
+    let a = manager.create_port("a", sender.clone(), PortOptions::default()).unwrap();
+    let b = manager.create_port("b", sender, PortOptions::default()).unwrap();
+    a.destroy().unwrap();
+    b.create_session().unwrap().post(json!({ "from": "b" })).await.unwrap();
+    assert_eq!(outbound.recv().await.unwrap()["from"], "b");
+    b.destroy().unwrap();
+    assert_eq!(outbound.recv().await, None);
+}
+
+/// Posts that give up waiting for room (their futures dropped) are never
+/// sent and do not hold up later posts.
+async fn abandoned_posts_are_not_sent_and_do_not_block_later_ones<H: Harness>() {
+    let (sender, mut outbound) = Sender::<Value>::channel(1);
+    let manager = Manager::<H>::new(ManagerConfig::default(), sender).unwrap();
+    let session = manager.create_session("default").unwrap();
+    session.post(json!({ "n": 0 })).await.unwrap();
+    for _ in 0..1000 {
+        let mut post = Box::pin(session.post(json!({ "n": -1 })));
+        let waker = std::task::Waker::noop();
+        let polled = post.as_mut().poll(&mut std::task::Context::from_waker(waker));
+        assert!(polled.is_pending(), "the queue is full");
+    }
+    assert_eq!(outbound.recv().await.unwrap()["n"], 0);
+    session.post(json!({ "n": 1 })).await.unwrap();
+    assert_eq!(outbound.recv().await.unwrap()["n"], 1);
+    assert!(outbound.is_empty(), "no abandoned post was sent");
+}
+
+/// Sends that time out while their transmissions wait in a full, unread
+/// queue are purged from it: the queue holds transmissions of waiting sends
+/// (and posts), not of ended ones.
+async fn ended_sends_are_purged_from_a_full_queue<H: Harness>() {
+    let (sender, outbound) = Sender::<Value>::channel(2);
+    let manager = Manager::<H>::new(ManagerConfig::default(), sender).unwrap();
+    let mut ended = 0;
+    for i in 0..50 {
+        let mut session = manager.create_session("default").unwrap();
+        let outcome = session
+            .send_with(json!({ "i": i }), SendOptions::default().timeout(MS))
+            .await;
+        assert!(matches!(outcome, Err(SessionError::Timeout)), "{outcome:?}");
+        ended += 1;
+    }
+    assert_eq!(ended, 50);
+    assert!(
+        outbound.len() <= 4,
+        "{} stale transmissions kept for a queue of 2",
+        outbound.len()
+    );
+}
+
+/// Incoming sessions that end before anyone takes them from the events
+/// queue leave it: a peer cycling through new sids cannot grow it.
+async fn closed_incoming_sessions_leave_the_events_queue<H: Harness>() {
+    let config = ManagerConfig::default()
+        .max_incoming_sessions(4)
+        .session_max_life(10 * MS);
+    let (manager, _out) = queued::<H>(config);
+    let events = manager.events();
+    let mut sid = 0;
+    for _ in 0..20 {
+        for _ in 0..4 {
+            sid += 1;
+            manager.dispatch("default", json!({ "sid": sid, "hello": true }));
+        }
+        H::sleep(30 * MS).await;
+    }
+    let mut events = events;
+    let mut incoming = 0;
+    let mut expired = 0;
+    while let Some(event) = events.try_next() {
+        match event {
+            ManagerEvent::Incoming(_) => incoming += 1,
+            ManagerEvent::Expired { .. } => expired += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(incoming, 0, "every incoming session expired unread");
+    assert_eq!(expired, 80);
+    assert_eq!(manager.stats().live_sessions, 0);
+}
+
+/// A closure sender that holds its own manager's port does not keep the
+/// manager alive once the last handle is dropped.
+async fn a_sender_holding_its_own_port_is_released<H: Harness>() {
+    struct Guard(Arc<AtomicBool>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let freed = Arc::new(AtomicBool::new(false));
+    let slot: Arc<Mutex<Option<Port>>> = Arc::default();
+    let guard = Guard(freed.clone());
+    let inner = slot.clone();
+    let manager = Manager::<H>::new(
+        ManagerConfig::default(),
+        Sender::from_fn(move |message: Value| {
+            let _ = &guard;
+            if let Some(port) = inner.lock().unwrap().as_ref() {
+                port.dispatch(message);
+            }
+            Ok(())
+        }),
+    )
+    .unwrap();
+    *slot.lock().unwrap() = Some(manager.default_port());
+    drop(manager);
+    slot.lock().unwrap().take();
+    eventually::<H>(|| freed.load(Ordering::SeqCst)).await;
+}
+
+/// A binary-ish message type: the sid lives in a struct field; 0 means
+/// "not a session message", as the `Message` trait says.
+#[derive(Clone, Debug, PartialEq)]
+struct Frame {
+    sid: u32,
+    body: String,
+}
+
+impl Message for Frame {
+    fn sid(&self, _field: &str) -> Option<u32> {
+        Some(self.sid)
+    }
+
+    fn set_sid(&mut self, _field: &str, sid: u32) -> bool {
+        self.sid = sid;
+        true
+    }
+}
+
+/// The async API works for any `Message` type, and sid 0 is never a
+/// session message.
+async fn custom_message_types_work<H: Harness>() {
+    let (to_server, mut client_out) = Sender::<Frame>::channel(8);
+    let (to_client, mut server_out) = Sender::<Frame>::channel(8);
+    let client =
+        SessionManager::<H, Frame>::with_messages(ManagerConfig::default(), to_server).unwrap();
+    let server =
+        SessionManager::<H, Frame>::with_messages(ManagerConfig::default(), to_client).unwrap();
+    let frame = |sid, body: &str| Frame { sid, body: body.into() };
+    assert!(!client.is_session(&frame(0, "x")));
+    assert!(matches!(
+        client.dispatch("nowhere", frame(0, "x")),
+        Routed::NotSession(_)
+    ));
+    let (server_port, client_port) = (server.default_port(), client.default_port());
+    H::spawn_task(async move {
+        while let Some(f) = client_out.recv().await {
+            server_port.dispatch(f);
+        }
+    });
+    H::spawn_task(async move {
+        while let Some(f) = server_out.recv().await {
+            client_port.dispatch(f);
+        }
+    });
+    let mut events = server.events();
+    H::spawn_task(async move {
+        let mut session = events.next_session().await.unwrap();
+        let request = session.recv().await.unwrap();
+        session.post(frame(0, &format!("re: {}", request.body))).await.unwrap();
+    });
+    let mut session = client.create_session("default").unwrap();
+    let reply = session.send(frame(99, "ping")).await.unwrap();
+    assert_eq!(reply, frame(session.id(), "re: ping"));
+}
+
+on_both_runtimes!(
+    outbound_of_an_unused_sender_ends,
+    an_ended_outbound_cannot_be_reused,
+    a_shared_outbound_ends_with_its_last_port,
+    abandoned_posts_are_not_sent_and_do_not_block_later_ones,
+    ended_sends_are_purged_from_a_full_queue,
+    closed_incoming_sessions_leave_the_events_queue,
+    a_sender_holding_its_own_port_is_released,
+    custom_message_types_work,
+);
