@@ -3,10 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde_json::Value;
 use psession_core::{
     Cause, DropReason, Manager, Message, PortId, PortStats, Routed, SendOptions, SessionError,
 };
+use serde_json::Value;
 
 use crate::session::Session;
 use crate::shared::Shared;
@@ -144,7 +144,8 @@ impl<M: Message + Send + 'static> Port<M> {
     /// Fails every send waiting on this port with [`SessionError::Cancelled`].
     pub fn cancel(&self) -> Result<(), SessionError> {
         let id = self.id;
-        self.shared.run(|state, now| state.core.cancel_port(id, now))
+        self.shared
+            .run(|state, now| state.core.cancel_port(id, now))
     }
 
     /// Fails every send waiting on this port with [`SessionError::Aborted`]
@@ -158,7 +159,8 @@ impl<M: Message + Send + 'static> Port<M> {
     /// Fails every send waiting on this port with [`SessionError::Timeout`].
     pub fn timeout(&self) -> Result<(), SessionError> {
         let id = self.id;
-        self.shared.run(|state, now| state.core.timeout_port(id, now))
+        self.shared
+            .run(|state, now| state.core.timeout_port(id, now))
     }
 
     /// Ends every session of this port (waiting sends fail with
@@ -189,7 +191,10 @@ pub(crate) fn open_session<M: Message + Send + 'static>(
 ) -> Result<Session<M>, SessionError> {
     let (id, sender) = shared.run(|state, now| {
         let id = state.core.open_session(port, now)?;
-        let sender = state.sender_of(port).cloned().ok_or(SessionError::NoSuchPort)?;
+        let sender = state
+            .sender_of(port)
+            .cloned()
+            .ok_or(SessionError::NoSuchPort)?;
         Ok((id, sender))
     })?;
     Ok(Session::new(shared.clone(), id, sender))

@@ -184,9 +184,7 @@ impl<M: Message + Send + 'static> Sender<M> {
     pub(crate) fn purge(&self, waiting: impl Fn(SendId) -> bool) {
         if let Kind::Queue(queue) = &self.0 {
             let mut state = queue.lock();
-            state
-                .items
-                .retain(|item| item.send.is_none_or(&waiting));
+            state.items.retain(|item| item.send.is_none_or(&waiting));
             state.purge_at = (2 * state.items.len()).max(queue.capacity);
         }
     }

@@ -105,11 +105,7 @@ impl<M: Message + Send + 'static> Session<M> {
     /// let reply = session.send_with(json!({ "command": "status" }), options).await?;
     /// # let _ = reply; Ok(()) }
     /// ```
-    pub async fn send_with(
-        &mut self,
-        message: M,
-        options: SendOptions,
-    ) -> Result<M, SessionError> {
+    pub async fn send_with(&mut self, message: M, options: SendOptions) -> Result<M, SessionError> {
         // No wait for room in a queued transport: the send is registered
         // at once, so its timeout, cancel, abort and destroy all apply.
         let id = self.handle.id;

@@ -427,10 +427,7 @@ impl<M: Message + Send + 'static> Shared<M> {
                 state.ports.drain().map(|(_, entry)| entry.sender).collect();
             // Released too: a closure holding one of our ports would
             // otherwise keep this state alive forever.
-            senders.push(std::mem::replace(
-                &mut state.default_sender,
-                Sender::none(),
-            ));
+            senders.push(std::mem::replace(&mut state.default_sender, Sender::none()));
             (state.events.take_all(), senders)
         };
         effects.flush = false;

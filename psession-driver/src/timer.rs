@@ -43,7 +43,11 @@ pub(crate) async fn drive<R: Runtime, M: Message + Send + 'static>(shared: Arc<S
         };
         let timer = match &mut sleep {
             Some((at, timer)) if *at == deadline => timer,
-            _ => &mut sleep.insert((deadline, Box::pin(R::sleep_until(deadline)))).1,
+            _ => {
+                &mut sleep
+                    .insert((deadline, Box::pin(R::sleep_until(deadline))))
+                    .1
+            }
         };
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;

@@ -175,7 +175,11 @@ pub async fn echo(mut session: Session<Value>) {
     let mut n = 0;
     while let Ok(message) = session.recv().await {
         n += 1;
-        if session.post(json!({ "echo": message, "n": n })).await.is_err() {
+        if session
+            .post(json!({ "echo": message, "n": n }))
+            .await
+            .is_err()
+        {
             return;
         }
     }

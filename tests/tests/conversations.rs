@@ -21,13 +21,19 @@ async fn multi_turn_round_trip<H: Harness>() {
         let mut session = events.next_session().await.expect("an incoming session");
         let first = session.recv().await.unwrap();
         assert_eq!(first["command"], "turn on the light");
-        let second = session.send(json!({ "status": "needPassword" })).await.unwrap();
+        let second = session
+            .send(json!({ "status": "needPassword" }))
+            .await
+            .unwrap();
         assert_eq!(second["password"], "123456");
         session.post(json!({ "status": "on" })).await.unwrap();
     });
 
     let mut session = client.create_session("default").unwrap();
-    let response = session.send(json!({ "command": "turn on the light" })).await.unwrap();
+    let response = session
+        .send(json!({ "command": "turn on the light" }))
+        .await
+        .unwrap();
     assert_eq!(response["status"], "needPassword");
     assert_eq!(response["sid"], session.id());
     let result = session.send(json!({ "password": "123456" })).await.unwrap();
@@ -41,7 +47,10 @@ async fn single_round_trip<H: Harness>() {
     let (client, server) = pair::<H>(ManagerConfig::default(), ManagerConfig::default());
     serve_echo::<H>(&server);
     let mut session = client.create_session("default").unwrap();
-    let reply = session.send(json!({ "command": "ping", "sid": 999 })).await.unwrap();
+    let reply = session
+        .send(json!({ "command": "ping", "sid": 999 }))
+        .await
+        .unwrap();
     assert_eq!(reply["echo"]["command"], "ping");
     assert_eq!(reply["echo"]["sid"], session.id(), "the sid is overwritten");
     assert_eq!(reply["sid"], session.id());
@@ -89,7 +98,10 @@ async fn per_send_timeout_overrides_the_ports<H: Harness>() {
     let mut session = port.create_session().unwrap();
     let start = H::now();
     let outcome = session
-        .send_with(json!({ "command": "query" }), SendOptions::default().timeout(40 * MS))
+        .send_with(
+            json!({ "command": "query" }),
+            SendOptions::default().timeout(40 * MS),
+        )
         .await;
     assert!(matches!(outcome, Err(SessionError::Timeout)), "{outcome:?}");
     assert_about::<H>(since::<H>(start), 40 * MS);
@@ -103,13 +115,18 @@ async fn retries_transmit_exactly_count_plus_one<H: Harness>() {
     let mut session = manager.create_session("default").unwrap();
     let options = SendOptions::default().timeout(20 * MS).retries(3, 10 * MS);
     let start = H::now();
-    let outcome = session.send_with(json!({ "command": "status" }), options).await;
+    let outcome = session
+        .send_with(json!({ "command": "status" }), options)
+        .await;
     assert!(matches!(outcome, Err(SessionError::Timeout)), "{outcome:?}");
     assert_about::<H>(since::<H>(start), 4 * 20 * MS + 3 * 10 * MS);
     let sent = silent.messages();
     assert_eq!(sent.len(), 4, "{sent:?}");
     for message in &sent {
-        assert_eq!(message, &json!({ "command": "status", "sid": session.id() }));
+        assert_eq!(
+            message,
+            &json!({ "command": "status", "sid": session.id() })
+        );
     }
 }
 
@@ -131,7 +148,10 @@ async fn a_reply_to_a_retry_completes_the_send<H: Harness>() {
     });
     let mut session = manager.create_session("default").unwrap();
     let options = SendOptions::default().timeout(20 * MS).retries(5, 10 * MS);
-    let reply = session.send_with(json!({ "command": "status" }), options).await.unwrap();
+    let reply = session
+        .send_with(json!({ "command": "status" }), options)
+        .await
+        .unwrap();
     assert_eq!(reply["ok"], true);
     H::sleep(200 * MS).await;
     assert_eq!(sent.len(), 3, "no retransmission after the reply");
@@ -261,8 +281,7 @@ async fn ten_clients_ten_turns_both_directions<H: Harness>() {
 /// A closure sender may call straight back into a manager: here two
 /// managers are wired with closures that dispatch into each other.
 async fn closure_senders_may_call_back_into_managers<H: Harness>() {
-    let server_slot: Arc<std::sync::Mutex<Option<psession_driver::Port<Value>>>> =
-        Arc::default();
+    let server_slot: Arc<std::sync::Mutex<Option<psession_driver::Port<Value>>>> = Arc::default();
     let slot = server_slot.clone();
     let client = Manager::<H>::new(
         ManagerConfig::default(),
@@ -325,13 +344,25 @@ async fn typed_requests_and_replies<H: Harness>() {
             }
             let command: Command = session.recv_json().await.unwrap();
             assert_eq!(command.command, "getTime");
-            let time = Time { status: "success".into(), time: 42 };
+            let time = Time {
+                status: "success".into(),
+                time: 42,
+            };
             session.post_json(&time).await.unwrap();
         }
     });
     let mut session = client.create_session("default").unwrap();
-    let time: Time = session.send_json(&GetTime { command: "getTime" }).await.unwrap();
-    assert_eq!(time, Time { status: "success".into(), time: 42 });
+    let time: Time = session
+        .send_json(&GetTime { command: "getTime" })
+        .await
+        .unwrap();
+    assert_eq!(
+        time,
+        Time {
+            status: "success".into(),
+            time: 42
+        }
+    );
     let again: Time = client
         .request_json("default", &GetTime { command: "getTime" })
         .await

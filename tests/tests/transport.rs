@@ -18,10 +18,15 @@ const MS: Duration = Duration::from_millis(1);
 async fn outbound_of_an_unused_sender_ends<H: Harness>() {
     let (manager, _out) = queued::<H>(ManagerConfig::default());
     let (first, _first_out) = Sender::channel(4);
-    manager.create_port("dev", first, PortOptions::default()).unwrap();
+    manager
+        .create_port("dev", first, PortOptions::default())
+        .unwrap();
     let (second, mut second_out) = Sender::<Value>::channel(4);
     let taken = manager.create_port("dev", second, PortOptions::default());
-    assert!(matches!(taken, Err(SessionError::PortExists(_))), "{taken:?}");
+    assert!(
+        matches!(taken, Err(SessionError::PortExists(_))),
+        "{taken:?}"
+    );
     assert_eq!(second_out.recv().await, None);
 }
 
@@ -33,23 +38,38 @@ async fn an_ended_outbound_cannot_be_reused<H: Harness>() {
     let port = manager
         .create_port("dev", sender.clone(), PortOptions::default())
         .unwrap();
-    port.create_session().unwrap().post(json!({ "n": 1 })).await.unwrap();
+    port.create_session()
+        .unwrap()
+        .post(json!({ "n": 1 }))
+        .await
+        .unwrap();
     port.destroy().unwrap();
     assert_eq!(outbound.recv().await.unwrap()["n"], 1);
     assert_eq!(outbound.recv().await, None);
     let again = manager.create_port("dev", sender, PortOptions::default());
     assert!(matches!(again, Err(SessionError::Config(_))), "{again:?}");
-    assert!(manager.port("dev").is_none(), "the refused port was not left behind");
+    assert!(
+        manager.port("dev").is_none(),
+        "the refused port was not left behind"
+    );
 }
 
 /// One channel shared by two ports ends only when both are gone.
 async fn a_shared_outbound_ends_with_its_last_port<H: Harness>() {
     let (manager, _out) = queued::<H>(ManagerConfig::default());
     let (sender, mut outbound) = Sender::<Value>::channel(4);
-    let a = manager.create_port("a", sender.clone(), PortOptions::default()).unwrap();
-    let b = manager.create_port("b", sender, PortOptions::default()).unwrap();
+    let a = manager
+        .create_port("a", sender.clone(), PortOptions::default())
+        .unwrap();
+    let b = manager
+        .create_port("b", sender, PortOptions::default())
+        .unwrap();
     a.destroy().unwrap();
-    b.create_session().unwrap().post(json!({ "from": "b" })).await.unwrap();
+    b.create_session()
+        .unwrap()
+        .post(json!({ "from": "b" }))
+        .await
+        .unwrap();
     assert_eq!(outbound.recv().await.unwrap()["from"], "b");
     b.destroy().unwrap();
     assert_eq!(outbound.recv().await, None);
@@ -65,7 +85,9 @@ async fn abandoned_posts_are_not_sent_and_do_not_block_later_ones<H: Harness>() 
     for _ in 0..1000 {
         let mut post = Box::pin(session.post(json!({ "n": -1 })));
         let waker = std::task::Waker::noop();
-        let polled = post.as_mut().poll(&mut std::task::Context::from_waker(waker));
+        let polled = post
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker));
         assert!(polled.is_pending(), "the queue is full");
     }
     assert_eq!(outbound.recv().await.unwrap()["n"], 0);
@@ -185,7 +207,10 @@ async fn custom_message_types_work<H: Harness>() {
         SessionManager::<H, Frame>::with_messages(ManagerConfig::default(), to_server).unwrap();
     let server =
         SessionManager::<H, Frame>::with_messages(ManagerConfig::default(), to_client).unwrap();
-    let frame = |sid, body: &str| Frame { sid, body: body.into() };
+    let frame = |sid, body: &str| Frame {
+        sid,
+        body: body.into(),
+    };
     assert!(!client.is_session(&frame(0, "x")));
     assert!(matches!(
         client.dispatch("nowhere", frame(0, "x")),
@@ -206,7 +231,10 @@ async fn custom_message_types_work<H: Harness>() {
     H::spawn_task(async move {
         let mut session = events.next_session().await.unwrap();
         let request = session.recv().await.unwrap();
-        session.post(frame(0, &format!("re: {}", request.body))).await.unwrap();
+        session
+            .post(frame(0, &format!("re: {}", request.body)))
+            .await
+            .unwrap();
     });
     let mut session = client.create_session("default").unwrap();
     let reply = session.send(frame(99, "ping")).await.unwrap();
