@@ -15,7 +15,7 @@ use crate::session::Session;
 use crate::shared::Shared;
 
 /// Something the manager tells the application (the seed's
-/// `manager.on(...)` events).
+/// `manager.on(...)` events); see [`Events`] for a loop that handles them.
 #[non_exhaustive]
 pub enum ManagerEvent<M: Message + Send + 'static = Value> {
     /// The peer opened a session (seed: `session:create`). The [`Session`]
@@ -84,6 +84,31 @@ impl<M: Message + Send + 'static> fmt::Debug for ManagerEvent<M> {
 /// always; informational events up to 1024, then counted in
 /// [`SessionManager::discarded_events`](crate::SessionManager::discarded_events)).
 /// The stream ends when the manager is dropped.
+///
+/// ```no_run
+/// # async fn demo(manager: psession_driver::SessionManager<impl psession_driver::Runtime>) {
+/// use psession_driver::ManagerEvent;
+/// use serde_json::json;
+///
+/// // The seed's `manager.on("session:create", ...)` with `session.on("next")`.
+/// let mut events = manager.events();
+/// while let Some(event) = events.next().await {
+///     match event {
+///         ManagerEvent::Incoming(mut session) => {
+///             let request = session.recv().await;
+///             if let Ok(request) = request {
+///                 if request["command"] == "getTime" {
+///                     let _ = session.post(json!({ "status": "success", "time": 0 })).await;
+///                 }
+///             }
+///         }
+///         ManagerEvent::Expired { port, sid } => println!("session {sid} on {port:?} expired"),
+///         ManagerEvent::Dropped { sid, reason, .. } => println!("dropped sid {sid}: {reason:?}"),
+///         other => println!("{other:?}"),
+///     }
+/// }
+/// # }
+/// ```
 pub struct Events<M: Message + Send + 'static = Value> {
     pub(crate) shared: Arc<Shared<M>>,
     pub(crate) epoch: u64,

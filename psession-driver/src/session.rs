@@ -226,6 +226,23 @@ impl<M: Message + Send + 'static> Drop for PendingRecv<'_, M> {
 /// returns, and what another task uses to cancel a waiting send.
 ///
 /// Dropping a handle does not end the session.
+///
+/// ```no_run
+/// # async fn demo(mut session: psession_driver::Session) {
+/// use psession_core::Cause;
+/// use serde_json::json;
+///
+/// // A watchdog elsewhere may give up on the conversation at any time.
+/// let handle = session.handle();
+/// std::thread::spawn(move || {
+///     let _ = handle.abort(Cause::msg("operator pressed stop"));
+/// });
+/// match session.send(json!({ "command": "long job" })).await {
+///     Ok(reply) => println!("{reply}"),
+///     Err(error) => println!("stopped: {error}"),
+/// }
+/// # }
+/// ```
 pub struct SessionHandle<M: Message + Send + 'static = Value> {
     shared: Arc<Shared<M>>,
     id: SessionId,
