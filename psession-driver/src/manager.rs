@@ -95,7 +95,10 @@ impl<R: Runtime, M: Message + Send + 'static> SessionManager<R, M> {
     pub fn with_messages(config: ManagerConfig, sender: Sender<M>) -> Result<Self, SessionError> {
         let core = Manager::new(config)?;
         let shared = Shared::new(core, sender, R::now)?;
-        R::spawn(drive::<R, M>(shared.clone())).map_err(SessionError::Config)?;
+        if let Err(error) = R::spawn(drive::<R, M>(shared.clone())) {
+            shared.shut_down();
+            return Err(SessionError::Config(error));
+        }
         Ok(SessionManager {
             shared,
             runtime: PhantomData,
@@ -121,22 +124,25 @@ impl<R: Runtime, M: Message + Send + 'static> SessionManager<R, M> {
         let name: String = name.into();
         let label: Arc<str> = name.as_str().into();
         let entry_name = label.clone();
-        let id = self.shared.run(move |state, _| {
+        let owner = self.shared.id;
+        let id = self.shared.run(|state, _| {
             let id = state.core.create_port(&name, options)?;
             // Under the lock, so that a concurrent destroy cannot detach
             // before this attach (lock order: core, then queue).
-            if let Err(error) = sender.attach() {
+            if let Err(error) = sender.attach(owner) {
                 state.core.destroy_port(id)?;
                 return Err(error);
             }
             let entry = PortEntry {
-                sender,
+                sender: sender.clone(),
                 name: entry_name,
             };
             state.ports.insert(id, entry);
             Ok(id)
-        })?;
-        Ok(self.port_handle(id, label))
+        });
+        // Dropped outside the lock: a closure sender may own sessions.
+        drop(sender);
+        Ok(self.port_handle(id?, label))
     }
 
     /// The port with this name, if it exists.

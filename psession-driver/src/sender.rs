@@ -131,6 +131,8 @@ impl<M: Message + Send + 'static> Sender<M> {
                 attached: false,
                 senders: 1,
                 purge_at: capacity.max(1),
+                reserved: 0,
+                owner: 0,
             }),
         });
         (
@@ -148,14 +150,20 @@ impl<M: Message + Send + 'static> Sender<M> {
     /// to (`None` for a post).
     pub(crate) fn transmit(&self, message: M, send: Option<SendId>) -> Result<(), Cause> {
         match &self.0 {
-            Kind::Fn(f) => f(message),
+            Kind::Fn(f) => {
+                // A panicking sender fails its message, not the caller (which
+                // may be a destructor, or the driver task).
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(message)))
+                    .unwrap_or_else(|_| Err(Cause::msg("the sender panicked")))
+            }
             Kind::Queue(queue) => queue.push(Item { message, send }),
             Kind::None => Err(Cause::msg("the port has no sender")),
         }
     }
 
-    /// Waits until the transport has room for another message (or never
-    /// will again, in which case the next transmission fails).
+    /// Waits until the transport has room for one more post, and reserves
+    /// it (or until it never will have room again, in which case the post's
+    /// transmission fails).
     pub(crate) fn ready(&self) -> Ready<'_, M> {
         Ready {
             queue: match &self.0 {
@@ -189,9 +197,10 @@ impl<M: Message + Send + 'static> Sender<M> {
         }
     }
 
-    /// Records that a port sends through this sender. Fails if its
-    /// outbound stream has already ended or been dropped.
-    pub(crate) fn attach(&self) -> Result<(), SessionError> {
+    /// Records that a port of manager `owner` sends through this sender.
+    /// Fails if its outbound stream has already ended or been dropped, or
+    /// if another manager's ports use it.
+    pub(crate) fn attach(&self, owner: u64) -> Result<(), SessionError> {
         if let Kind::Queue(queue) = &self.0 {
             let mut state = queue.lock();
             if state.ended || state.reader_gone {
@@ -199,6 +208,12 @@ impl<M: Message + Send + 'static> Sender<M> {
                     "this sender's outbound stream has ended; create a new channel",
                 ));
             }
+            if state.ports > 0 && state.owner != owner {
+                return Err(SessionError::Config(
+                    "a channel sender serves the ports of one manager only",
+                ));
+            }
+            state.owner = owner;
             state.ports += 1;
             state.attached = true;
         }
@@ -213,9 +228,22 @@ impl<M: Message + Send + 'static> Sender<M> {
             let wake = {
                 let mut state = queue.lock();
                 state.ports = state.ports.saturating_sub(1);
-                state.wake_if_closed()
+                // Posts of the port's sessions wait here: let them see that
+                // their session is gone.
+                let mut wake = state.take_writers();
+                wake.extend(state.wake_if_closed());
+                wake
             };
             wake.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// The posts waiting for room, to wake when one of their sessions may
+    /// have ended (called under the core's lock; the order is core, queue).
+    pub(crate) fn take_writers(&self) -> Vec<Waker> {
+        match &self.0 {
+            Kind::Queue(queue) => queue.lock().take_writers(),
+            _ => Vec::new(),
         }
     }
 }
@@ -247,9 +275,18 @@ struct QueueState<M> {
     senders: usize,
     /// Length at which the next push drops transmissions of ended sends.
     purge_at: usize,
+    /// Room promised to posts that have passed `ready()` and whose
+    /// transmissions are not pushed yet.
+    reserved: usize,
+    /// The manager whose ports use the queue (its sends are purged).
+    owner: u64,
 }
 
 impl<M> QueueState<M> {
+    fn has_room(&self, capacity: usize) -> bool {
+        self.items.len() + self.reserved < capacity
+    }
+
     /// No more messages can come: every port left, or no port ever came
     /// and no sender is left to bring one.
     fn is_closed(&self) -> bool {
@@ -282,6 +319,9 @@ impl<M: Message + Send + 'static> Queue<M> {
     fn push(&self, item: Item<M>) -> Result<(), Cause> {
         let reader = {
             let mut state = self.lock();
+            if item.send.is_none() {
+                state.reserved = state.reserved.saturating_sub(1);
+            }
             if state.reader_gone {
                 return Err(Cause::msg("the port's outbound stream was dropped"));
             }
@@ -300,7 +340,10 @@ impl<M: Message + Send + 'static> Queue<M> {
     /// Takes the next message, and the writers to wake if that made room.
     fn pop(&self, state: &mut QueueState<M>) -> (Option<M>, Vec<Waker>) {
         let message = state.items.pop_front().map(|item| item.message);
-        let writers = if message.is_some() && state.items.len() < self.capacity {
+        if state.items.is_empty() {
+            state.purge_at = self.capacity;
+        }
+        let writers = if message.is_some() && state.has_room(self.capacity) {
             state.take_writers()
         } else {
             Vec::new()
@@ -315,24 +358,25 @@ pub(crate) struct Ready<'a, M: Message + Send + 'static> {
     key: Option<usize>,
 }
 
-impl<M: Message + Send + 'static> Future for Ready<'_, M> {
-    type Output = ();
+impl<'a, M: Message + Send + 'static> Future for Ready<'a, M> {
+    type Output = Permit<'a, M>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Permit<'a, M>> {
         let this = self.get_mut();
         let Some(queue) = this.queue else {
-            return Poll::Ready(());
+            return Poll::Ready(Permit(None));
         };
         let mut state = queue.lock();
-        if state.reader_gone
-            || state.ended
-            || state.is_closed()
-            || state.items.len() < queue.capacity
-        {
+        let open = !(state.reader_gone || state.ended || state.is_closed());
+        if !open || state.has_room(queue.capacity) {
             if let Some(key) = this.key.take() {
                 state.writers.remove(key);
             }
-            return Poll::Ready(());
+            if open {
+                state.reserved += 1;
+                return Poll::Ready(Permit(Some(queue)));
+            }
+            return Poll::Ready(Permit(None));
         }
         let waker = Some(cx.waker().clone());
         match this.key {
@@ -349,13 +393,38 @@ impl<M: Message + Send + 'static> Drop for Ready<'_, M> {
             let mut state = queue.lock();
             let woken = state.writers.remove(key).is_none();
             // It was woken for room it will not use: pass the wake on.
-            let next = if woken && state.items.len() < queue.capacity {
+            let next = if woken && state.has_room(queue.capacity) {
                 state.take_writers()
             } else {
                 Vec::new()
             };
             drop(state);
             next.into_iter().for_each(Waker::wake);
+        }
+    }
+}
+
+/// Room reserved in a queue for one post. Dropped unused, it gives the room
+/// back; [`Permit::commit`] hands it to the post's transmission, whose push
+/// releases it.
+pub(crate) struct Permit<'a, M: Message + Send + 'static>(Option<&'a Arc<Queue<M>>>);
+
+impl<M: Message + Send + 'static> Permit<'_, M> {
+    /// The post is queued for transmission: its push releases the room.
+    pub(crate) fn commit(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<M: Message + Send + 'static> Drop for Permit<'_, M> {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0.take() {
+            let writers = {
+                let mut state = queue.lock();
+                state.reserved = state.reserved.saturating_sub(1);
+                state.take_writers()
+            };
+            writers.into_iter().for_each(Waker::wake);
         }
     }
 }

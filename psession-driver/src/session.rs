@@ -2,7 +2,8 @@
 //! [`SessionHandle`].
 
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::task::Poll;
 use std::sync::Arc;
 
 use psession_core::{Cause, Message, PortId, Routed, SendId, SendOptions, SessionError, SessionId};
@@ -137,11 +138,22 @@ impl<M: Message + Send + 'static> Session<M> {
     /// (backpressure); if the port goes away meanwhile it fails with
     /// [`SessionError::Invalid`].
     pub async fn post(&self, message: M) -> Result<(), SessionError> {
-        self.sender.ready().await;
         let id = self.handle.id;
-        self.handle
-            .shared
-            .run(|state, now| state.core.post(id, message, now))
+        let shared = &self.handle.shared;
+        let mut ready = std::pin::pin!(self.sender.ready());
+        // Wait for room, but not past the session's end: a closing session
+        // wakes its port's waiting posts, which check after registering.
+        let permit = poll_fn(|cx| match ready.as_mut().poll(cx) {
+            Poll::Ready(permit) => Poll::Ready(Some(permit)),
+            Poll::Pending if !self.handle.is_live() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        let posted = shared.run(|state, now| state.core.post(id, message, now));
+        if let (Ok(()), Some(permit)) = (&posted, permit) {
+            permit.commit();
+        }
+        posted
     }
 
     /// The next message the peer sent on this session while no send was
@@ -187,7 +199,11 @@ impl<M: Message + Send + 'static> Session<M> {
 
 impl<M: Message + Send + 'static> Drop for Session<M> {
     fn drop(&mut self) {
-        let _ = self.handle.end();
+        let id = self.handle.id;
+        let shared = &self.handle.shared;
+        if let Ok((_, effects)) = shared.run_deferred(|state, _| state.core.end(id)) {
+            shared.apply_in_drop(effects);
+        }
     }
 }
 

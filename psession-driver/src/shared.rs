@@ -6,7 +6,7 @@
 //! taken, never the other way round.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -40,7 +40,12 @@ pub(crate) struct Shared<M: Message + Send + 'static> {
     pub(crate) id_field: Box<str>,
     /// Live `SessionManager` handles; the last one shuts the manager down.
     pub(crate) handles: AtomicUsize,
+    /// Tells this manager apart from others (a channel serves one only).
+    pub(crate) id: u64,
 }
+
+/// Source of manager ids.
+static NEXT_MANAGER: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct State<M: Message + Send + 'static> {
     pub(crate) core: Manager<M>,
@@ -89,60 +94,97 @@ pub(crate) struct TimerSlot {
 
 /// Events waiting for the [`Events`](crate::Events) stream.
 pub(crate) struct EventQueue<M: Message + Send + 'static> {
-    pub(crate) items: VecDeque<ManagerEvent<M>>,
+    /// In order; an incoming session is queued by id, its `Session` kept in
+    /// `sessions` so that it can leave in O(1) when it closes unread.
+    items: VecDeque<Queued<M>>,
+    sessions: HashMap<SessionId, Session<M>>,
+    /// Ids in `items` whose session already left.
+    stale: usize,
     pub(crate) waker: Option<Waker>,
     /// Bumped by each `events()` call; older streams end.
     pub(crate) epoch: u64,
     /// Most informational events kept. Incoming sessions are always kept
-    /// while they live (the ports' incoming caps bound them); one that
-    /// closes before it is taken leaves the queue.
+    /// while they live (the ports' incoming caps bound them).
     pub(crate) capacity: usize,
-    /// Queued `Incoming` events.
-    incoming: usize,
     /// Informational events discarded because the queue was full.
     pub(crate) discarded: u64,
 }
 
+enum Queued<M: Message + Send + 'static> {
+    Incoming(SessionId),
+    Other(ManagerEvent<M>),
+}
+
 impl<M: Message + Send + 'static> EventQueue<M> {
-    fn push(&mut self, event: ManagerEvent<M>, effects: &mut Effects<M>) {
-        if let ManagerEvent::Incoming(_) = event {
-            self.incoming += 1;
-        } else if self.items.len() - self.incoming >= self.capacity {
-            self.discarded += 1;
-            return;
+    fn new() -> Self {
+        EventQueue {
+            items: VecDeque::new(),
+            sessions: HashMap::new(),
+            stale: 0,
+            waker: None,
+            epoch: 0,
+            capacity: EVENTS_CAPACITY,
+            discarded: 0,
         }
-        self.items.push_back(event);
+    }
+
+    fn push(&mut self, event: ManagerEvent<M>, effects: &mut Effects<M>) {
+        match event {
+            ManagerEvent::Incoming(session) => {
+                let id = session.session_id();
+                self.sessions.insert(id, session);
+                self.items.push_back(Queued::Incoming(id));
+            }
+            other => {
+                let informational = self.items.len() - self.sessions.len() - self.stale;
+                if informational >= self.capacity {
+                    self.discarded += 1;
+                    return;
+                }
+                self.items.push_back(Queued::Other(other));
+            }
+        }
         effects.wake(self.waker.take());
     }
 
     /// Takes the next event for the stream.
     pub(crate) fn pop(&mut self) -> Option<ManagerEvent<M>> {
-        let event = self.items.pop_front()?;
-        if let ManagerEvent::Incoming(_) = event {
-            self.incoming -= 1;
+        loop {
+            match self.items.pop_front()? {
+                Queued::Other(event) => return Some(event),
+                Queued::Incoming(id) => match self.sessions.remove(&id) {
+                    Some(session) => return Some(ManagerEvent::Incoming(session)),
+                    None => self.stale -= 1,
+                },
+            }
         }
-        Some(event)
     }
 
     /// Removes the queued `Incoming` of a session that has closed.
     fn remove_incoming(&mut self, session: SessionId, effects: &mut Effects<M>) {
-        if self.incoming == 0 {
+        let Some(stale) = self.sessions.remove(&session) else {
             return;
-        }
-        let found = self.items.iter().position(
-            |event| matches!(event, ManagerEvent::Incoming(s) if s.session_id() == session),
-        );
-        if let Some(ManagerEvent::Incoming(stale)) = found.and_then(|i| self.items.remove(i)) {
-            self.incoming -= 1;
-            // Its drop takes the lock: after the lock is released.
-            effects.drop_later.push(stale);
+        };
+        // Its drop takes the lock: after the lock is released.
+        effects.drop_later.push(stale);
+        self.stale += 1;
+        if self.stale > 64 && self.stale > self.sessions.len() {
+            let sessions = &self.sessions;
+            self.items.retain(|queued| match queued {
+                Queued::Incoming(id) => sessions.contains_key(id),
+                Queued::Other(_) => true,
+            });
+            self.stale = 0;
         }
     }
 
-    /// Takes everything (at shutdown).
-    fn take_all(&mut self) -> VecDeque<ManagerEvent<M>> {
-        self.incoming = 0;
-        std::mem::take(&mut self.items)
+    /// Takes everything (at shutdown), to drop outside the lock.
+    fn take_all(&mut self) -> (VecDeque<Queued<M>>, HashMap<SessionId, Session<M>>) {
+        self.stale = 0;
+        (
+            std::mem::take(&mut self.items),
+            std::mem::take(&mut self.sessions),
+        )
     }
 }
 
@@ -178,7 +220,8 @@ impl<M: Message + Send + 'static> Shared<M> {
         default_sender: Sender<M>,
         now: fn() -> Instant,
     ) -> Result<Arc<Self>, SessionError> {
-        default_sender.attach()?;
+        let id = NEXT_MANAGER.fetch_add(1, Ordering::Relaxed);
+        default_sender.attach(id)?;
         let id_field = core.session_id_name().into();
         Ok(Arc::new(Shared {
             state: Mutex::new(State {
@@ -187,14 +230,7 @@ impl<M: Message + Send + 'static> Shared<M> {
                 ports: HashMap::new(),
                 sends: HashMap::new(),
                 readers: HashMap::new(),
-                events: EventQueue {
-                    items: VecDeque::new(),
-                    waker: None,
-                    epoch: 0,
-                    capacity: EVENTS_CAPACITY,
-                    incoming: 0,
-                    discarded: 0,
-                },
+                events: EventQueue::new(),
                 timer: TimerSlot::default(),
                 outbox: VecDeque::new(),
                 flushing: false,
@@ -204,6 +240,7 @@ impl<M: Message + Send + 'static> Shared<M> {
             now,
             id_field,
             handles: AtomicUsize::new(1),
+            id,
         }))
     }
 
@@ -259,6 +296,21 @@ impl<M: Message + Send + 'static> Shared<M> {
         }
     }
 
+    /// [`apply`](Self::apply) for destructors: the senders are left to the
+    /// driver task, so no application code runs inside a `drop`.
+    pub(crate) fn apply_in_drop(self: &Arc<Self>, effects: Effects<M>) {
+        let Effects {
+            wake,
+            flush,
+            drop_later,
+        } = effects;
+        wake.into_iter().for_each(Waker::wake);
+        drop(drop_later);
+        if flush {
+            self.hand_off_flush();
+        }
+    }
+
     /// Hands queued transmissions to their senders, in order, for at most
     /// `rounds` batches. Only the owner of `flushing` calls it. Returns
     /// whether the outbox is empty (and `flushing` released).
@@ -274,10 +326,21 @@ impl<M: Message + Send + 'static> Shared<M> {
                     return true;
                 }
                 std::mem::swap(&mut batch, &mut state.outbox);
-                // Sends that ended since `collect` are not transmitted.
-                let core = &state.core;
-                batch.retain(|out| out.send.is_none_or(|send| core.is_send_waiting(send)));
             }
+            // Sends that ended since `collect` are not transmitted. (What is
+            // dropped may hold a sender: dropped outside the lock.)
+            let mut ended = Vec::new();
+            {
+                let state = self.lock();
+                batch.retain_mut(|out| {
+                    let keep = out.send.is_none_or(|send| state.core.is_send_waiting(send));
+                    if !keep {
+                        ended.push(out.sender.clone());
+                    }
+                    keep
+                });
+            }
+            drop(ended);
             let mut failed = Vec::new();
             for out in batch.drain(..) {
                 if out.sender.needs_purge() {
@@ -372,7 +435,8 @@ impl<M: Message + Send + 'static> Shared<M> {
                 state.collect(self, &mut effects);
             }
         }
-        self.apply(effects);
+        // Runs in the send future's destructor.
+        self.apply_in_drop(effects);
     }
 
     /// Waits for the next message of `session` (its `recv`).
@@ -406,7 +470,7 @@ impl<M: Message + Send + 'static> Shared<M> {
     pub(crate) fn shut_down(self: &Arc<Self>) {
         let now = (self.now)();
         let mut effects = Effects::default();
-        let (events, senders) = {
+        let (events, senders, outbox) = {
             let mut state = self.lock();
             if state.closed {
                 return;
@@ -417,7 +481,7 @@ impl<M: Message + Send + 'static> Shared<M> {
             state.core.clear();
             state.collect(self, &mut effects);
             state.closed = true;
-            state.outbox.clear();
+            let outbox = std::mem::take(&mut state.outbox);
             effects.wake(state.timer.waker.take());
             effects.wake(state.events.waker.take());
             effects
@@ -428,12 +492,18 @@ impl<M: Message + Send + 'static> Shared<M> {
             // Released too: a closure holding one of our ports would
             // otherwise keep this state alive forever.
             senders.push(std::mem::replace(&mut state.default_sender, Sender::none()));
-            (state.events.take_all(), senders)
+            (state.events.take_all(), senders, outbox)
         };
         effects.flush = false;
         self.apply(effects);
         // Sessions in the queue end themselves on drop: outside the lock.
         drop(events);
+        // Posts already accepted still go out (the sends were aborted).
+        for out in outbox {
+            if out.send.is_none() {
+                let _ = out.sender.transmit(out.message, None);
+            }
+        }
         senders.iter().for_each(Sender::detach);
     }
 }
@@ -501,6 +571,11 @@ impl<M: Message + Send + 'static> State<M> {
                 }
                 Event::Closed { session, reason } => {
                     effects.wake(self.readers.remove(&session));
+                    // Its posts waiting for room must see that it is gone.
+                    let sender = self
+                        .sender_of(session.port())
+                        .unwrap_or(&self.default_sender);
+                    effects.wake.extend(sender.take_writers());
                     self.events.remove_incoming(session, effects);
                     if reason == CloseReason::Expired {
                         let event = ManagerEvent::Expired {

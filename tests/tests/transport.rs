@@ -241,6 +241,79 @@ async fn custom_message_types_work<H: Harness>() {
     assert_eq!(reply, frame(session.id(), "re: ping"));
 }
 
+/// A sender that panics fails the send it was carrying with a transport
+/// error; the manager, its timers and its other sessions carry on.
+async fn a_panicking_sender_fails_only_its_send<H: Harness>() {
+    let (to_server, mut client_out) = Sender::<Value>::channel(16);
+    let manager = Manager::<H>::new(ManagerConfig::default(), to_server).unwrap();
+    let port = manager.default_port();
+    // The default port forwards to a well-behaved echo; port "bad" panics.
+    H::spawn_task(async move {
+        while let Some(m) = client_out.recv().await {
+            port.dispatch(json!({ "sid": m["sid"], "ok": true }));
+        }
+    });
+    let bad = manager
+        .create_port(
+            "bad",
+            Sender::from_fn(|_message: Value| panic!("this sender always panics")),
+            PortOptions::default(),
+        )
+        .unwrap();
+    let mut doomed = bad.create_session().unwrap();
+    let outcome = doomed.send(json!({ "n": 1 })).await;
+    match &outcome {
+        Err(SessionError::Transport(cause)) => assert!(cause.to_string().contains("panicked")),
+        other => panic!("{other:?}"),
+    }
+    // Timers still fire (the driver task survived)...
+    let start = H::now();
+    let silent = Recorder::default();
+    let quiet = manager
+        .create_port("quiet", silent.sender(), PortOptions::default())
+        .unwrap();
+    let waited = quiet
+        .create_session()
+        .unwrap()
+        .send_with(json!({}), SendOptions::default().timeout(30 * MS))
+        .await;
+    assert!(matches!(waited, Err(SessionError::Timeout)), "{waited:?}");
+    assert_about::<H>(since::<H>(start), 30 * MS);
+    // ...and other sessions still get replies.
+    let mut fine = manager.create_session("default").unwrap();
+    assert_eq!(fine.send(json!({})).await.unwrap()["ok"], true);
+}
+
+/// A post waiting for room in a queue shared with another, live port stops
+/// waiting when its own session ends, with `Invalid`.
+async fn a_post_waiting_for_room_ends_with_its_session<H: Harness>() {
+    let (manager, _out) = queued::<H>(ManagerConfig::default());
+    let (sender, _unread) = Sender::<Value>::channel(1);
+    let a = manager.create_port("a", sender.clone(), PortOptions::default()).unwrap();
+    let b = manager.create_port("b", sender, PortOptions::default()).unwrap();
+    a.create_session().unwrap().post(json!({ "fill": 1 })).await.unwrap();
+    let session = b.create_session().unwrap();
+    let handle = session.handle();
+    H::spawn_task(async move {
+        H::sleep(20 * MS).await;
+        handle.end().unwrap();
+    });
+    let outcome = session.post(json!({ "late": 1 })).await;
+    assert!(matches!(outcome, Err(SessionError::Invalid)), "{outcome:?}");
+}
+
+/// One channel serves the ports of one manager only (its queue is purged
+/// of that manager's ended sends).
+async fn a_channel_serves_one_manager<H: Harness>() {
+    let (first, _out1) = queued::<H>(ManagerConfig::default());
+    let (second, _out2) = queued::<H>(ManagerConfig::default());
+    let (sender, _outbound) = Sender::<Value>::channel(4);
+    first.create_port("p", sender.clone(), PortOptions::default()).unwrap();
+    let refused = second.create_port("p", sender, PortOptions::default());
+    assert!(matches!(refused, Err(SessionError::Config(_))), "{refused:?}");
+    assert!(second.port("p").is_none());
+}
+
 on_both_runtimes!(
     outbound_of_an_unused_sender_ends,
     an_ended_outbound_cannot_be_reused,
@@ -250,4 +323,7 @@ on_both_runtimes!(
     closed_incoming_sessions_leave_the_events_queue,
     a_sender_holding_its_own_port_is_released,
     custom_message_types_work,
+    a_panicking_sender_fails_only_its_send,
+    a_post_waiting_for_room_ends_with_its_session,
+    a_channel_serves_one_manager,
 );
