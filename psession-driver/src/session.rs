@@ -3,8 +3,8 @@
 
 use std::fmt;
 use std::future::{poll_fn, Future};
-use std::task::Poll;
 use std::sync::Arc;
+use std::task::Poll;
 
 use psession_core::{Cause, Message, PortId, Routed, SendId, SendOptions, SessionError, SessionId};
 

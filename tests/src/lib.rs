@@ -63,9 +63,13 @@ impl Harness for psession_tokio::Tokio {
             .build()
             .expect("a Tokio runtime");
         runtime.block_on(async {
+            let start = tokio::time::Instant::now();
             tokio::time::timeout(HANG, scenario)
                 .await
                 .expect("the scenario hung on tokio");
+            // The timeout's wake-up polls the scenario once more: one that
+            // only finished then was stuck until the hang limit.
+            assert!(start.elapsed() < HANG, "the scenario hung on tokio");
         });
     }
 
@@ -79,10 +83,14 @@ impl Harness for psession_smol::Smol {
     const VIRTUAL_TIME: bool = false;
 
     fn run<F: Future<Output = ()>>(scenario: F) {
+        let start = Instant::now();
         smol::block_on(smol::future::or(scenario, async {
             smol::Timer::after(HANG).await;
             panic!("the scenario hung on smol");
         }));
+        // The timer's wake-up polls the scenario once more: one that only
+        // finished then was stuck until the hang limit.
+        assert!(start.elapsed() < HANG, "the scenario hung on smol");
     }
 
     fn spawn_task<F: Future<Output = ()> + Send + 'static>(task: F) {

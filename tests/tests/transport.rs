@@ -289,9 +289,17 @@ async fn a_panicking_sender_fails_only_its_send<H: Harness>() {
 async fn a_post_waiting_for_room_ends_with_its_session<H: Harness>() {
     let (manager, _out) = queued::<H>(ManagerConfig::default());
     let (sender, _unread) = Sender::<Value>::channel(1);
-    let a = manager.create_port("a", sender.clone(), PortOptions::default()).unwrap();
-    let b = manager.create_port("b", sender, PortOptions::default()).unwrap();
-    a.create_session().unwrap().post(json!({ "fill": 1 })).await.unwrap();
+    let a = manager
+        .create_port("a", sender.clone(), PortOptions::default())
+        .unwrap();
+    let b = manager
+        .create_port("b", sender, PortOptions::default())
+        .unwrap();
+    a.create_session()
+        .unwrap()
+        .post(json!({ "fill": 1 }))
+        .await
+        .unwrap();
     let session = b.create_session().unwrap();
     let handle = session.handle();
     H::spawn_task(async move {
@@ -308,9 +316,14 @@ async fn a_channel_serves_one_manager<H: Harness>() {
     let (first, _out1) = queued::<H>(ManagerConfig::default());
     let (second, _out2) = queued::<H>(ManagerConfig::default());
     let (sender, _outbound) = Sender::<Value>::channel(4);
-    first.create_port("p", sender.clone(), PortOptions::default()).unwrap();
+    first
+        .create_port("p", sender.clone(), PortOptions::default())
+        .unwrap();
     let refused = second.create_port("p", sender, PortOptions::default());
-    assert!(matches!(refused, Err(SessionError::Config(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(SessionError::Config(_))),
+        "{refused:?}"
+    );
     assert!(second.port("p").is_none());
 }
 
