@@ -133,6 +133,7 @@ impl<M: Message + Send + 'static> Sender<M> {
                 purge_at: capacity.max(1),
                 reserved: 0,
                 owner: 0,
+                epoch: 0,
             }),
         });
         (
@@ -147,8 +148,14 @@ impl<M: Message + Send + 'static> Sender<M> {
     }
 
     /// Hands one message to the transport; `send` is the send it belongs
-    /// to (`None` for a post).
-    pub(crate) fn transmit(&self, message: M, send: Option<SendId>) -> Result<(), Cause> {
+    /// to (`None` for a post), `epoch` the queue's [`epoch`](Self::epoch)
+    /// when the message was taken from the core.
+    pub(crate) fn transmit(
+        &self,
+        message: M,
+        send: Option<SendId>,
+        epoch: u64,
+    ) -> Result<(), Cause> {
         match &self.0 {
             Kind::Fn(f) => {
                 // A panicking sender fails its message, not the caller (which
@@ -156,7 +163,7 @@ impl<M: Message + Send + 'static> Sender<M> {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(message)))
                     .unwrap_or_else(|_| Err(Cause::msg("the sender panicked")))
             }
-            Kind::Queue(queue) => queue.push(Item { message, send }),
+            Kind::Queue(queue) => queue.push(Item { message, send }, epoch),
             Kind::None => Err(Cause::msg("the port has no sender")),
         }
     }
@@ -228,6 +235,9 @@ impl<M: Message + Send + 'static> Sender<M> {
             let wake = {
                 let mut state = queue.lock();
                 state.ports = state.ports.saturating_sub(1);
+                if state.ports == 0 {
+                    state.epoch += 1;
+                }
                 // Posts of the port's sessions wait here: let them see that
                 // their session is gone.
                 let mut wake = state.take_writers();
@@ -238,12 +248,25 @@ impl<M: Message + Send + 'static> Sender<M> {
         }
     }
 
-    /// The posts waiting for room, to wake when one of their sessions may
-    /// have ended (called under the core's lock; the order is core, queue).
-    pub(crate) fn take_writers(&self) -> Vec<Waker> {
+    /// Which generation of ports the queue serves: it changes whenever the
+    /// last port leaves, so that a message of a destroyed port never reaches
+    /// a port that takes the channel over.
+    pub(crate) fn epoch(&self) -> u64 {
         match &self.0 {
-            Kind::Queue(queue) => queue.lock().take_writers(),
-            _ => Vec::new(),
+            Kind::Queue(queue) => queue.lock().epoch,
+            _ => 0,
+        }
+    }
+
+    /// Gives back the room reserved by a post that will not be pushed.
+    pub(crate) fn release(&self) {
+        if let Kind::Queue(queue) = &self.0 {
+            let writers = {
+                let mut state = queue.lock();
+                state.reserved = state.reserved.saturating_sub(1);
+                state.take_writers()
+            };
+            writers.into_iter().for_each(Waker::wake);
         }
     }
 }
@@ -280,6 +303,8 @@ struct QueueState<M> {
     reserved: usize,
     /// The manager whose ports use the queue (its sends are purged).
     owner: u64,
+    /// Bumped when the last port leaves (see [`Sender::epoch`]).
+    epoch: u64,
 }
 
 impl<M> QueueState<M> {
@@ -316,7 +341,7 @@ impl<M: Message + Send + 'static> Queue<M> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, item: Item<M>) -> Result<(), Cause> {
+    fn push(&self, item: Item<M>, epoch: u64) -> Result<(), Cause> {
         let reader = {
             let mut state = self.lock();
             if item.send.is_none() {
@@ -327,6 +352,9 @@ impl<M: Message + Send + 'static> Queue<M> {
             }
             if state.ended {
                 return Err(Cause::msg("the port's outbound stream has ended"));
+            }
+            if epoch != state.epoch {
+                return Err(Cause::msg("the port was destroyed"));
             }
             state.items.push_back(item);
             state.reader.take()

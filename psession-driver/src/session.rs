@@ -142,13 +142,22 @@ impl<M: Message + Send + 'static> Session<M> {
         let shared = &self.handle.shared;
         let mut ready = std::pin::pin!(self.sender.ready());
         // Wait for room, but not past the session's end: a closing session
-        // wakes its port's waiting posts, which check after registering.
+        // wakes the posts registered for it.
+        let mut waiting = PendingPost {
+            shared,
+            id,
+            waker: None,
+        };
         let permit = poll_fn(|cx| match ready.as_mut().poll(cx) {
             Poll::Ready(permit) => Poll::Ready(Some(permit)),
-            Poll::Pending if !self.handle.is_live() => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending if !shared.register_poster(id, cx.waker()) => Poll::Ready(None),
+            Poll::Pending => {
+                waiting.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
         })
         .await;
+        drop(waiting);
         let posted = shared.run(|state, now| state.core.post(id, message, now));
         if let (Ok(()), Some(permit)) = (&posted, permit) {
             permit.commit();
@@ -218,6 +227,21 @@ impl<M: Message + Send + 'static> Drop for PendingSend<'_, M> {
     fn drop(&mut self) {
         if !self.done {
             self.shared.withdraw(self.send);
+        }
+    }
+}
+
+/// Forgets a post's registration when it stops waiting for room.
+struct PendingPost<'a, M: Message + Send + 'static> {
+    shared: &'a Arc<Shared<M>>,
+    id: SessionId,
+    waker: Option<std::task::Waker>,
+}
+
+impl<M: Message + Send + 'static> Drop for PendingPost<'_, M> {
+    fn drop(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            self.shared.forget_poster(self.id, &waker);
         }
     }
 }

@@ -53,6 +53,8 @@ pub(crate) struct State<M: Message + Send + 'static> {
     pub(crate) ports: HashMap<PortId, PortEntry<M>>,
     sends: HashMap<SendId, SendSlot<M>>,
     readers: HashMap<SessionId, Waker>,
+    /// Posts waiting for room in a queue, woken when their session closes.
+    posters: HashMap<SessionId, Vec<Waker>>,
     pub(crate) events: EventQueue<M>,
     pub(crate) timer: TimerSlot,
     /// Transmissions taken from the core, waiting for the flusher.
@@ -62,6 +64,9 @@ pub(crate) struct State<M: Message + Send + 'static> {
     flushing: bool,
     /// The flusher handed the rest of the outbox to the driver task.
     pub(crate) flush_handoff: bool,
+    /// Senders to detach once the flusher at work when the manager was
+    /// dropped has drained the outbox.
+    detach_later: Vec<Sender<M>>,
     pub(crate) closed: bool,
 }
 
@@ -82,6 +87,8 @@ struct Outgoing<M: Message + Send + 'static> {
     session: SessionId,
     send: Option<SendId>,
     message: M,
+    /// The queue's epoch when the message left the core.
+    epoch: u64,
 }
 
 /// The driver task's wake-up: when the core's next deadline moves earlier
@@ -230,11 +237,13 @@ impl<M: Message + Send + 'static> Shared<M> {
                 ports: HashMap::new(),
                 sends: HashMap::new(),
                 readers: HashMap::new(),
+                posters: HashMap::new(),
                 events: EventQueue::new(),
                 timer: TimerSlot::default(),
                 outbox: VecDeque::new(),
                 flushing: false,
                 flush_handoff: false,
+                detach_later: Vec::new(),
                 closed: false,
             }),
             now,
@@ -317,30 +326,46 @@ impl<M: Message + Send + 'static> Shared<M> {
     pub(crate) fn flush(self: &Arc<Self>, rounds: usize) -> bool {
         let mut guard = FlushGuard(self, true);
         let mut batch = VecDeque::new();
-        for _ in 0..rounds {
+        let mut round = 0;
+        loop {
+            let mut dropped = Vec::new();
             {
                 let mut state = self.lock();
                 if state.outbox.is_empty() {
                     state.flushing = false;
                     guard.1 = false;
+                    let detach = std::mem::take(&mut state.detach_later);
+                    drop(state);
+                    detach.iter().for_each(Sender::detach);
                     return true;
                 }
+                // Once the manager is dropped, whoever flushes drains it all.
+                if round == rounds && !state.closed {
+                    guard.1 = false;
+                    return false;
+                }
+                round += 1;
                 std::mem::swap(&mut batch, &mut state.outbox);
-            }
-            // Sends that ended since `collect` are not transmitted. (What is
-            // dropped may hold a sender: dropped outside the lock.)
-            let mut ended = Vec::new();
-            {
-                let state = self.lock();
-                batch.retain_mut(|out| {
-                    let keep = out.send.is_none_or(|send| state.core.is_send_waiting(send));
+                // Sends that have ended and messages of destroyed ports are
+                // not transmitted. (What is dropped may hold the last clone
+                // of a sender: those are dropped outside the lock.)
+                let (core, closed) = (&state.core, state.closed);
+                batch.retain(|out| {
+                    let keep = core.port_name(out.port).is_some()
+                        && out
+                            .send
+                            .is_none_or(|send| !closed && core.is_send_waiting(send));
                     if !keep {
-                        ended.push(out.sender.clone());
+                        dropped.push((out.sender.clone(), out.send.is_none()));
                     }
                     keep
                 });
             }
-            drop(ended);
+            for (sender, post) in dropped {
+                if post {
+                    sender.release();
+                }
+            }
             let mut failed = Vec::new();
             for out in batch.drain(..) {
                 if out.sender.needs_purge() {
@@ -348,7 +373,7 @@ impl<M: Message + Send + 'static> Shared<M> {
                     let waiting = |send| !state.closed && state.core.is_send_waiting(send);
                     out.sender.purge(waiting);
                 }
-                if let Err(cause) = out.sender.transmit(out.message, out.send) {
+                if let Err(cause) = out.sender.transmit(out.message, out.send, out.epoch) {
                     failed.push((out.port, out.session, out.send, cause));
                 }
             }
@@ -356,8 +381,6 @@ impl<M: Message + Send + 'static> Shared<M> {
                 self.report_failures(failed);
             }
         }
-        guard.1 = false;
-        false
     }
 
     /// Fails the sends whose transmission failed; reports failed posts.
@@ -459,6 +482,32 @@ impl<M: Message + Send + 'static> Shared<M> {
         }
     }
 
+    /// Registers a post of `session` waiting for room, to be woken if the
+    /// session closes. Returns whether the session is live (checked under
+    /// the same lock, so a close cannot slip in between unnoticed).
+    pub(crate) fn register_poster(&self, session: SessionId, waker: &Waker) -> bool {
+        let mut state = self.lock();
+        if state.closed || !state.core.is_live(session) {
+            return false;
+        }
+        let posters = state.posters.entry(session).or_default();
+        if !posters.iter().any(|w| w.will_wake(waker)) {
+            posters.push(waker.clone());
+        }
+        true
+    }
+
+    /// Forgets a post of `session` that stopped waiting.
+    pub(crate) fn forget_poster(&self, session: SessionId, waker: &Waker) {
+        let mut state = self.lock();
+        if let Some(posters) = state.posters.get_mut(&session) {
+            posters.retain(|w| !w.will_wake(waker));
+            if posters.is_empty() {
+                state.posters.remove(&session);
+            }
+        }
+    }
+
     /// Forgets the reader of `session` (its `recv` future was dropped).
     pub(crate) fn forget_reader(&self, session: SessionId) {
         self.lock().readers.remove(&session);
@@ -481,7 +530,6 @@ impl<M: Message + Send + 'static> Shared<M> {
             state.core.clear();
             state.collect(self, &mut effects);
             state.closed = true;
-            let outbox = std::mem::take(&mut state.outbox);
             effects.wake(state.timer.waker.take());
             effects.wake(state.events.waker.take());
             effects
@@ -492,6 +540,15 @@ impl<M: Message + Send + 'static> Shared<M> {
             // Released too: a closure holding one of our ports would
             // otherwise keep this state alive forever.
             senders.push(std::mem::replace(&mut state.default_sender, Sender::none()));
+            let outbox = if state.flushing {
+                // A flusher is at work (another thread, the driver task, or
+                // a sender that dropped the manager): it drains the outbox,
+                // in order, then detaches the senders.
+                state.detach_later = std::mem::take(&mut senders);
+                VecDeque::new()
+            } else {
+                std::mem::take(&mut state.outbox)
+            };
             (state.events.take_all(), senders, outbox)
         };
         effects.flush = false;
@@ -501,7 +558,7 @@ impl<M: Message + Send + 'static> Shared<M> {
         // Posts already accepted still go out (the sends were aborted).
         for out in outbox {
             if out.send.is_none() {
-                let _ = out.sender.transmit(out.message, None);
+                let _ = out.sender.transmit(out.message, None, out.epoch);
             }
         }
         senders.iter().for_each(Sender::detach);
@@ -572,10 +629,9 @@ impl<M: Message + Send + 'static> State<M> {
                 Event::Closed { session, reason } => {
                     effects.wake(self.readers.remove(&session));
                     // Its posts waiting for room must see that it is gone.
-                    let sender = self
-                        .sender_of(session.port())
-                        .unwrap_or(&self.default_sender);
-                    effects.wake.extend(sender.take_writers());
+                    if let Some(posters) = self.posters.remove(&session) {
+                        effects.wake.extend(posters);
+                    }
                     self.events.remove_incoming(session, effects);
                     if reason == CloseReason::Expired {
                         let event = ManagerEvent::Expired {
@@ -598,11 +654,12 @@ impl<M: Message + Send + 'static> State<M> {
                 .cloned()
                 .unwrap_or_else(Sender::none);
             self.outbox.push_back(Outgoing {
-                sender,
                 port: transmit.port,
                 session: transmit.session,
                 send: transmit.send,
                 message: transmit.message,
+                epoch: sender.epoch(),
+                sender,
             });
         }
         if !self.outbox.is_empty() && !self.flushing {

@@ -21,6 +21,12 @@ pub(crate) async fn drive<R: Runtime, M: Message + Send + 'static>(shared: Arc<S
         let (next, handoff) = {
             let mut state = shared.lock();
             if state.closed {
+                // A flush handed over before the drop still drains, in order.
+                let handoff = state.take_flush_handoff();
+                drop(state);
+                if handoff {
+                    shared.flush(FLUSH_ROUNDS);
+                }
                 return Poll::Ready(());
             }
             // Taken first so that `collect` does not wake this very task.

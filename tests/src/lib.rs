@@ -98,6 +98,12 @@ impl Harness for psession_smol::Smol {
     }
 }
 
+/// Runs a Tokio-only scenario the way [`on_both_runtimes!`] does (paused
+/// time, hang limit).
+pub fn run_on_tokio<F: Future<Output = ()>>(scenario: F) {
+    <psession_tokio::Tokio as Harness>::run(scenario);
+}
+
 /// Declares one `#[test]` per runtime for each scenario named.
 ///
 /// ```text

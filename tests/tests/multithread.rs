@@ -140,3 +140,52 @@ fn shared_managers_under_concurrent_load() {
         drop(server);
     });
 }
+
+/// Dropping the manager while another thread is inside the closure sender
+/// neither calls the sender concurrently nor reorders or loses the posts
+/// already accepted.
+#[test]
+fn dropping_the_manager_mid_flush_keeps_the_senders_contract() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let in_call = Arc::new(AtomicBool::new(false));
+        let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let (busy, log) = (in_call.clone(), seen.clone());
+        let manager = SessionManager::new(
+            ManagerConfig::default(),
+            Sender::from_fn(move |message: Value| {
+                assert!(!busy.swap(true, Ordering::SeqCst), "called concurrently");
+                if message["n"] == 1 {
+                    // A slow transport: the manager is dropped meanwhile.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                log.lock().unwrap().push(message["n"].as_u64().unwrap());
+                busy.store(false, Ordering::SeqCst);
+                Ok(())
+            }),
+        )
+        .unwrap();
+        let first = manager.create_session("default").unwrap();
+        let second = manager.create_session("default").unwrap();
+        let flusher = tokio::spawn(async move { first.post(json!({ "n": 1 })).await });
+        while !in_call.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        second.post(json!({ "n": 2 })).await.unwrap();
+        drop(manager);
+        flusher.await.unwrap().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap().len() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "a post was lost");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+    });
+}

@@ -340,3 +340,47 @@ on_both_runtimes!(
     a_post_waiting_for_room_ends_with_its_session,
     a_channel_serves_one_manager,
 );
+
+/// A post accepted on a port that is destroyed before its transmission
+/// leaves never reaches the port that takes the channel over. (The post is
+/// made from inside another port's sender, while it holds the flush, so it
+/// waits in the driver's outbox when the port is destroyed.)
+#[test]
+fn a_destroyed_ports_posts_do_not_reach_the_next_port() {
+    psession_tests::run_on_tokio(async {
+        let (manager, _out) = queued::<psession_tokio::Tokio>(ManagerConfig::default());
+        let (channel, mut outbound) = Sender::<Value>::channel(8);
+        let x = manager
+            .create_port("x", channel.clone(), PortOptions::default())
+            .unwrap();
+        let x_session = x.create_session().unwrap();
+        let inner = manager.clone();
+        let trigger = Sender::from_fn(move |_message: Value| {
+            let mut post = Box::pin(x_session.post(json!({ "secret": "for x only" })));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(post.as_mut().poll(&mut cx).is_ready(), "accepted at once");
+            x.destroy().unwrap();
+            inner
+                .create_port("z", channel.clone(), PortOptions::default())
+                .unwrap();
+            Ok(())
+        });
+        let t = manager
+            .create_port("trigger", trigger, PortOptions::default())
+            .unwrap();
+        t.create_session()
+            .unwrap()
+            .post(json!({ "go": 1 }))
+            .await
+            .unwrap();
+        let z = manager.port("z").expect("z took the channel over");
+        z.create_session()
+            .unwrap()
+            .post(json!({ "for": "z" }))
+            .await
+            .unwrap();
+        let first = outbound.recv().await.unwrap();
+        assert_eq!(first["for"], "z", "x's post leaked to z's peer: {first}");
+        assert!(outbound.is_empty());
+    });
+}
