@@ -36,3 +36,11 @@ pub use port::{AsPort, Port};
 pub use runtime::Runtime;
 pub use sender::{Outbound, Sender};
 pub use session::{Session, SessionHandle};
+
+/// The core's types that appear in this API, so that users of an adapter
+/// need no other import.
+pub use psession_core::{
+    Cause, CloseReason, DropReason, ManagerConfig, Message, OverflowCandidate, OverflowPolicy,
+    PortId, PortOptions, PortStats, Routed, SendOptions, SessionError, SessionId, SidPartition,
+    Stats,
+};

@@ -293,21 +293,18 @@ impl<M: Message + Send + 'static> Shared<M> {
 
     /// Runs what [`State::collect`] decided, outside the lock.
     pub(crate) fn apply(self: &Arc<Self>, effects: Effects<M>) {
-        let Effects {
-            wake,
-            flush,
-            drop_later,
-        } = effects;
-        wake.into_iter().for_each(Waker::wake);
-        drop(drop_later);
-        if flush && !self.flush(FLUSH_ROUNDS) {
-            self.hand_off_flush();
-        }
+        self.apply_with(effects, FLUSH_ROUNDS);
     }
 
     /// [`apply`](Self::apply) for destructors: the senders are left to the
     /// driver task, so no application code runs inside a `drop`.
     pub(crate) fn apply_in_drop(self: &Arc<Self>, effects: Effects<M>) {
+        self.apply_with(effects, 0);
+    }
+
+    /// Wakes, drops, then transmits at most `rounds` batches itself and
+    /// hands the rest to the driver task.
+    fn apply_with(self: &Arc<Self>, effects: Effects<M>, rounds: usize) {
         let Effects {
             wake,
             flush,
@@ -315,7 +312,7 @@ impl<M: Message + Send + 'static> Shared<M> {
         } = effects;
         wake.into_iter().for_each(Waker::wake);
         drop(drop_later);
-        if flush {
+        if flush && !self.flush(rounds) {
             self.hand_off_flush();
         }
     }

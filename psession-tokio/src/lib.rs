@@ -43,14 +43,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-pub use psession_core::{
-    Cause, CloseReason, DropReason, ManagerConfig, Message, OverflowCandidate, OverflowPolicy,
-    PortId, PortOptions, PortStats, Routed, SendOptions, SessionError, SessionId, SidPartition,
-    Stats,
-};
-pub use psession_driver::{
-    AsPort, Events, ManagerEvent, Outbound, Port, Runtime, Sender, Session, SessionHandle,
-};
+// The whole API, written once in `psession-driver` (which re-exports the
+// core's types); only `SessionManager` below is this runtime's own.
+pub use psession_driver::*;
 
 /// The session manager on Tokio: see [`psession_driver::SessionManager`].
 /// Create it inside a Tokio runtime (it spawns its driver task there).
