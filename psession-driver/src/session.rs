@@ -146,15 +146,14 @@ impl<M: Message + Send + 'static> Session<M> {
         let mut waiting = PendingPost {
             shared,
             id,
-            waker: None,
+            key: None,
         };
         let permit = poll_fn(|cx| match ready.as_mut().poll(cx) {
             Poll::Ready(permit) => Poll::Ready(Some(permit)),
-            Poll::Pending if !shared.register_poster(id, cx.waker()) => Poll::Ready(None),
-            Poll::Pending => {
-                waiting.waker = Some(cx.waker().clone());
-                Poll::Pending
+            Poll::Pending if !shared.register_poster(id, &mut waiting.key, cx.waker()) => {
+                Poll::Ready(None)
             }
+            Poll::Pending => Poll::Pending,
         })
         .await;
         drop(waiting);
@@ -235,13 +234,14 @@ impl<M: Message + Send + 'static> Drop for PendingSend<'_, M> {
 struct PendingPost<'a, M: Message + Send + 'static> {
     shared: &'a Arc<Shared<M>>,
     id: SessionId,
-    waker: Option<std::task::Waker>,
+    /// Its slot among the session's waiting posts, once registered.
+    key: Option<usize>,
 }
 
 impl<M: Message + Send + 'static> Drop for PendingPost<'_, M> {
     fn drop(&mut self) {
-        if let Some(waker) = self.waker.take() {
-            self.shared.forget_poster(self.id, &waker);
+        if let Some(key) = self.key.take() {
+            self.shared.forget_poster(self.id, key);
         }
     }
 }

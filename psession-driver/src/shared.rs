@@ -14,6 +14,7 @@ use std::time::Instant;
 use psession_core::{
     Cause, CloseReason, Event, Manager, Message, PortId, SendId, SessionError, SessionId,
 };
+use slab::Slab;
 
 use crate::events::ManagerEvent;
 use crate::sender::Sender;
@@ -54,7 +55,7 @@ pub(crate) struct State<M: Message + Send + 'static> {
     sends: HashMap<SendId, SendSlot<M>>,
     readers: HashMap<SessionId, Waker>,
     /// Posts waiting for room in a queue, woken when their session closes.
-    posters: HashMap<SessionId, Vec<Waker>>,
+    posters: HashMap<SessionId, Slab<Waker>>,
     pub(crate) events: EventQueue<M>,
     pub(crate) timer: TimerSlot,
     /// Transmissions taken from the core, waiting for the flusher.
@@ -312,15 +313,16 @@ impl<M: Message + Send + 'static> Shared<M> {
         } = effects;
         wake.into_iter().for_each(Waker::wake);
         drop(drop_later);
-        if flush && !self.flush(rounds) {
-            self.hand_off_flush();
+        if flush {
+            self.flush(rounds);
         }
     }
 
     /// Hands queued transmissions to their senders, in order, for at most
-    /// `rounds` batches. Only the owner of `flushing` calls it. Returns
-    /// whether the outbox is empty (and `flushing` released).
-    pub(crate) fn flush(self: &Arc<Self>, rounds: usize) -> bool {
+    /// `rounds` batches, then hands the rest (and `flushing`) to the driver
+    /// task. Only the owner of `flushing` calls it. Once the manager is
+    /// dropped, it drains everything itself.
+    pub(crate) fn flush(self: &Arc<Self>, rounds: usize) {
         let mut guard = FlushGuard(self, true);
         let mut batch = VecDeque::new();
         let mut round = 0;
@@ -334,12 +336,20 @@ impl<M: Message + Send + 'static> Shared<M> {
                     let detach = std::mem::take(&mut state.detach_later);
                     drop(state);
                     detach.iter().for_each(Sender::detach);
-                    return true;
+                    return;
                 }
                 // Once the manager is dropped, whoever flushes drains it all.
+                // Otherwise the driver task takes over, decided under the
+                // same lock as `closed`, so a shutdown cannot slip between.
                 if round == rounds && !state.closed {
                     guard.1 = false;
-                    return false;
+                    state.flush_handoff = true;
+                    let driver = state.timer.waker.take();
+                    drop(state);
+                    if let Some(driver) = driver {
+                        driver.wake();
+                    }
+                    return;
                 }
                 round += 1;
                 std::mem::swap(&mut batch, &mut state.outbox);
@@ -409,18 +419,6 @@ impl<M: Message + Send + 'static> Shared<M> {
         self.apply(effects);
     }
 
-    /// Gives the rest of the outbox (and `flushing`) to the driver task.
-    pub(crate) fn hand_off_flush(&self) {
-        let waker = {
-            let mut state = self.lock();
-            state.flush_handoff = true;
-            state.timer.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
     /// Registers interest in the outcome of `send`.
     pub(crate) fn poll_send(
         &self,
@@ -479,26 +477,35 @@ impl<M: Message + Send + 'static> Shared<M> {
         }
     }
 
-    /// Registers a post of `session` waiting for room, to be woken if the
-    /// session closes. Returns whether the session is live (checked under
-    /// the same lock, so a close cannot slip in between unnoticed).
-    pub(crate) fn register_poster(&self, session: SessionId, waker: &Waker) -> bool {
+    /// Registers (or refreshes, through `key`) a post of `session` waiting
+    /// for room, to be woken if the session closes. Returns whether the
+    /// session is live (checked under the same lock, so a close cannot slip
+    /// in between unnoticed).
+    pub(crate) fn register_poster(
+        &self,
+        session: SessionId,
+        key: &mut Option<usize>,
+        waker: &Waker,
+    ) -> bool {
         let mut state = self.lock();
         if state.closed || !state.core.is_live(session) {
             return false;
         }
         let posters = state.posters.entry(session).or_default();
-        if !posters.iter().any(|w| w.will_wake(waker)) {
-            posters.push(waker.clone());
+        match key {
+            Some(key) if posters.contains(*key) => posters[*key] = waker.clone(),
+            _ => *key = Some(posters.insert(waker.clone())),
         }
         true
     }
 
-    /// Forgets a post of `session` that stopped waiting.
-    pub(crate) fn forget_poster(&self, session: SessionId, waker: &Waker) {
+    /// Forgets the post of `session` registered under `key`.
+    pub(crate) fn forget_poster(&self, session: SessionId, key: usize) {
         let mut state = self.lock();
         if let Some(posters) = state.posters.get_mut(&session) {
-            posters.retain(|w| !w.will_wake(waker));
+            if posters.contains(key) {
+                posters.remove(key);
+            }
             if posters.is_empty() {
                 state.posters.remove(&session);
             }
@@ -627,7 +634,9 @@ impl<M: Message + Send + 'static> State<M> {
                     effects.wake(self.readers.remove(&session));
                     // Its posts waiting for room must see that it is gone.
                     if let Some(posters) = self.posters.remove(&session) {
-                        effects.wake.extend(posters);
+                        effects
+                            .wake
+                            .extend(posters.into_iter().map(|(_, waker)| waker));
                     }
                     self.events.remove_incoming(session, effects);
                     if reason == CloseReason::Expired {

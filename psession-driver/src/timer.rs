@@ -39,9 +39,10 @@ pub(crate) async fn drive<R: Runtime, M: Message + Send + 'static>(shared: Arc<S
             (next, state.take_flush_handoff())
         };
         shared.apply(effects);
-        if handoff && !shared.flush(FLUSH_ROUNDS) {
-            // Still more to send: yield to other tasks, then go on.
-            shared.hand_off_flush();
+        if handoff {
+            // If more is left, it is handed back to this task, which is
+            // woken: other tasks run in between.
+            shared.flush(FLUSH_ROUNDS);
         }
         let Some(deadline) = next else {
             sleep = None;

@@ -189,3 +189,51 @@ fn dropping_the_manager_mid_flush_keeps_the_senders_contract() {
         assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
     });
 }
+
+/// Posts that returned `Ok` are all transmitted even when the manager is
+/// dropped while several threads post and flush (run many times to give
+/// the race between a flusher handing its work to the driver task and the
+/// shutdown a chance to happen).
+#[test]
+fn posts_accepted_before_the_manager_is_dropped_all_go_out() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    for _ in 0..200 {
+        runtime.block_on(async {
+            let (sender, mut outbound) = Sender::<Value>::channel(1 << 20);
+            let manager = SessionManager::new(ManagerConfig::default(), sender).unwrap();
+            let reader = tokio::spawn(async move {
+                let mut received = 0usize;
+                while outbound.recv().await.is_some() {
+                    received += 1;
+                }
+                received
+            });
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let mut posters = Vec::new();
+            for _ in 0..3 {
+                let session = manager.create_session("default").unwrap();
+                let accepted = accepted.clone();
+                posters.push(tokio::spawn(async move {
+                    while session.post(json!({ "n": 1 })).await.is_ok() {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                    }
+                }));
+            }
+            tokio::time::sleep(Duration::from_micros(300)).await;
+            drop(manager);
+            for poster in posters {
+                poster.await.unwrap();
+            }
+            let received = tokio::time::timeout(Duration::from_secs(10), reader)
+                .await
+                .expect("the outbound stream ended")
+                .unwrap();
+            assert_eq!(received, accepted.load(Ordering::SeqCst));
+        });
+    }
+}

@@ -327,6 +327,41 @@ async fn a_channel_serves_one_manager<H: Harness>() {
     assert!(second.port("p").is_none());
 }
 
+/// Two posts of one session polled by one task: when one gives up, the
+/// other is still woken when the session ends.
+async fn each_waiting_post_is_woken_when_its_session_ends<H: Harness>() {
+    let (manager, _out) = queued::<H>(ManagerConfig::default());
+    let (sender, _unread) = Sender::<Value>::channel(1);
+    let a = manager
+        .create_port("a", sender.clone(), PortOptions::default())
+        .unwrap();
+    let b = manager
+        .create_port("b", sender, PortOptions::default())
+        .unwrap();
+    a.create_session()
+        .unwrap()
+        .post(json!({ "fill": 1 }))
+        .await
+        .unwrap();
+    let session = b.create_session().unwrap();
+    let mut x = Box::pin(session.post(json!({ "x": 1 })));
+    let mut y = Box::pin(session.post(json!({ "y": 1 })));
+    std::future::poll_fn(|cx| {
+        assert!(x.as_mut().poll(cx).is_pending());
+        assert!(y.as_mut().poll(cx).is_pending());
+        std::task::Poll::Ready(())
+    })
+    .await;
+    drop(y);
+    let handle = session.handle();
+    H::spawn_task(async move {
+        H::sleep(20 * MS).await;
+        handle.end().unwrap();
+    });
+    let outcome = x.await;
+    assert!(matches!(outcome, Err(SessionError::Invalid)), "{outcome:?}");
+}
+
 on_both_runtimes!(
     outbound_of_an_unused_sender_ends,
     an_ended_outbound_cannot_be_reused,
@@ -339,6 +374,7 @@ on_both_runtimes!(
     a_panicking_sender_fails_only_its_send,
     a_post_waiting_for_room_ends_with_its_session,
     a_channel_serves_one_manager,
+    each_waiting_post_is_woken_when_its_session_ends,
 );
 
 /// A post accepted on a port that is destroyed before its transmission
