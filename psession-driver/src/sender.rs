@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -121,6 +122,7 @@ impl<M: Message + Send + 'static> Sender<M> {
     pub fn channel(capacity: usize) -> (Self, Outbound<M>) {
         let queue = Arc::new(Queue {
             capacity: capacity.max(1),
+            epoch: AtomicU64::new(0),
             inner: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 reader: None,
@@ -133,7 +135,6 @@ impl<M: Message + Send + 'static> Sender<M> {
                 purge_at: capacity.max(1),
                 reserved: 0,
                 owner: 0,
-                epoch: 0,
             }),
         });
         (
@@ -149,19 +150,21 @@ impl<M: Message + Send + 'static> Sender<M> {
 
     /// Hands one message to the transport; `send` is the send it belongs
     /// to (`None` for a post), `epoch` the queue's [`epoch`](Self::epoch)
-    /// when the message was taken from the core.
+    /// when the message was taken from the core. `Ok(true)` asks the caller
+    /// to [`purge`](Self::purge) the queue, which has grown long.
     pub(crate) fn transmit(
         &self,
         message: M,
         send: Option<SendId>,
         epoch: u64,
-    ) -> Result<(), Cause> {
+    ) -> Result<bool, Cause> {
         match &self.0 {
             Kind::Fn(f) => {
                 // A panicking sender fails its message, not the caller (which
                 // may be a destructor, or the driver task).
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(message)))
                     .unwrap_or_else(|_| Err(Cause::msg("the sender panicked")))
+                    .map(|()| false)
             }
             Kind::Queue(queue) => queue.push(Item { message, send }, epoch),
             Kind::None => Err(Cause::msg("the port has no sender")),
@@ -181,19 +184,9 @@ impl<M: Message + Send + 'static> Sender<M> {
         }
     }
 
-    /// Whether the queue is long enough that transmissions of ended sends
-    /// should be dropped from it before the next push.
-    pub(crate) fn needs_purge(&self) -> bool {
-        match &self.0 {
-            Kind::Queue(queue) => {
-                let state = queue.lock();
-                state.items.len() >= state.purge_at
-            }
-            _ => false,
-        }
-    }
-
     /// Drops queued transmissions of sends for which `waiting` is false.
+    /// (Asked for by [`transmit`](Self::transmit) when the queue has grown
+    /// to twice its length after the last purge.)
     /// Called with the core's lock held (the lock order is core, then
     /// queue; queue code never takes the core's lock).
     pub(crate) fn purge(&self, waiting: impl Fn(SendId) -> bool) {
@@ -236,7 +229,7 @@ impl<M: Message + Send + 'static> Sender<M> {
                 let mut state = queue.lock();
                 state.ports = state.ports.saturating_sub(1);
                 if state.ports == 0 {
-                    state.epoch += 1;
+                    queue.epoch.fetch_add(1, Ordering::Relaxed);
                 }
                 // Posts of the port's sessions wait here: let them see that
                 // their session is gone.
@@ -253,7 +246,7 @@ impl<M: Message + Send + 'static> Sender<M> {
     /// a port that takes the channel over.
     pub(crate) fn epoch(&self) -> u64 {
         match &self.0 {
-            Kind::Queue(queue) => queue.lock().epoch,
+            Kind::Queue(queue) => queue.epoch.load(Ordering::Relaxed),
             _ => 0,
         }
     }
@@ -273,6 +266,9 @@ impl<M: Message + Send + 'static> Sender<M> {
 
 struct Queue<M: Message + Send + 'static> {
     capacity: usize,
+    /// Bumped (under the lock) when the last port leaves; read without it
+    /// (see [`Sender::epoch`]).
+    epoch: AtomicU64,
     inner: Mutex<QueueState<M>>,
 }
 
@@ -303,8 +299,6 @@ struct QueueState<M> {
     reserved: usize,
     /// The manager whose ports use the queue (its sends are purged).
     owner: u64,
-    /// Bumped when the last port leaves (see [`Sender::epoch`]).
-    epoch: u64,
 }
 
 impl<M> QueueState<M> {
@@ -341,8 +335,8 @@ impl<M: Message + Send + 'static> Queue<M> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, item: Item<M>, epoch: u64) -> Result<(), Cause> {
-        let reader = {
+    fn push(&self, item: Item<M>, epoch: u64) -> Result<bool, Cause> {
+        let (reader, purge) = {
             let mut state = self.lock();
             if item.send.is_none() {
                 state.reserved = state.reserved.saturating_sub(1);
@@ -353,16 +347,16 @@ impl<M: Message + Send + 'static> Queue<M> {
             if state.ended {
                 return Err(Cause::msg("the port's outbound stream has ended"));
             }
-            if epoch != state.epoch {
+            if epoch != self.epoch.load(Ordering::Relaxed) {
                 return Err(Cause::msg("the port was destroyed"));
             }
             state.items.push_back(item);
-            state.reader.take()
+            (state.reader.take(), state.items.len() >= state.purge_at)
         };
         if let Some(reader) = reader {
             reader.wake();
         }
-        Ok(())
+        Ok(purge)
     }
 
     /// Takes the next message, and the writers to wake if that made room.

@@ -25,7 +25,8 @@ pub(crate) fn manager_dropped() -> SessionError {
     SessionError::Aborted(Some(Cause::msg("the session manager was dropped")))
 }
 
-/// Default capacity of the informational events queue.
+/// Most informational events kept for the events stream. Incoming sessions
+/// are always kept while they live (the ports' incoming caps bound them).
 pub(crate) const EVENTS_CAPACITY: usize = 1024;
 
 /// How many batches a caller transmits before handing the rest to the
@@ -97,7 +98,10 @@ struct Outgoing<M: Message + Send + 'static> {
 #[derive(Default)]
 pub(crate) struct TimerSlot {
     pub(crate) waker: Option<Waker>,
+    /// The deadline the driver task sleeps until.
     pub(crate) armed: Option<Instant>,
+    /// The core's next deadline, as of the last `collect`.
+    pub(crate) next: Option<Instant>,
 }
 
 /// Events waiting for the [`Events`](crate::Events) stream.
@@ -111,9 +115,6 @@ pub(crate) struct EventQueue<M: Message + Send + 'static> {
     pub(crate) waker: Option<Waker>,
     /// Bumped by each `events()` call; older streams end.
     pub(crate) epoch: u64,
-    /// Most informational events kept. Incoming sessions are always kept
-    /// while they live (the ports' incoming caps bound them).
-    pub(crate) capacity: usize,
     /// Informational events discarded because the queue was full.
     pub(crate) discarded: u64,
 }
@@ -131,7 +132,6 @@ impl<M: Message + Send + 'static> EventQueue<M> {
             stale: 0,
             waker: None,
             epoch: 0,
-            capacity: EVENTS_CAPACITY,
             discarded: 0,
         }
     }
@@ -145,7 +145,7 @@ impl<M: Message + Send + 'static> EventQueue<M> {
             }
             other => {
                 let informational = self.items.len() - self.sessions.len() - self.stale;
-                if informational >= self.capacity {
+                if informational >= EVENTS_CAPACITY {
                     self.discarded += 1;
                     return;
                 }
@@ -375,13 +375,14 @@ impl<M: Message + Send + 'static> Shared<M> {
             }
             let mut failed = Vec::new();
             for out in batch.drain(..) {
-                if out.sender.needs_purge() {
-                    let state = self.lock();
-                    let waiting = |send| !state.closed && state.core.is_send_waiting(send);
-                    out.sender.purge(waiting);
-                }
-                if let Err(cause) = out.sender.transmit(out.message, out.send, out.epoch) {
-                    failed.push((out.port, out.session, out.send, cause));
+                match out.sender.transmit(out.message, out.send, out.epoch) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let state = self.lock();
+                        let waiting = |send| !state.closed && state.core.is_send_waiting(send);
+                        out.sender.purge(waiting);
+                    }
+                    Err(cause) => failed.push((out.port, out.session, out.send, cause)),
                 }
             }
             if !failed.is_empty() {
@@ -523,7 +524,7 @@ impl<M: Message + Send + 'static> Shared<M> {
     pub(crate) fn shut_down(self: &Arc<Self>) {
         let now = (self.now)();
         let mut effects = Effects::default();
-        let (events, senders, outbox) = {
+        let events = {
             let mut state = self.lock();
             if state.closed {
                 return;
@@ -544,28 +545,17 @@ impl<M: Message + Send + 'static> Shared<M> {
             // Released too: a closure holding one of our ports would
             // otherwise keep this state alive forever.
             senders.push(std::mem::replace(&mut state.default_sender, Sender::none()));
-            let outbox = if state.flushing {
-                // A flusher is at work (another thread, the driver task, or
-                // a sender that dropped the manager): it drains the outbox,
-                // in order, then detaches the senders.
-                state.detach_later = std::mem::take(&mut senders);
-                VecDeque::new()
-            } else {
-                std::mem::take(&mut state.outbox)
-            };
-            (state.events.take_all(), senders, outbox)
+            // Whoever flushes now (a flusher already at work: another
+            // thread, the driver task, or a sender that dropped the manager;
+            // else this call) drains the outbox in order, posts included,
+            // then detaches the senders.
+            state.detach_later = senders;
+            effects.flush = !std::mem::replace(&mut state.flushing, true) || effects.flush;
+            state.events.take_all()
         };
-        effects.flush = false;
         self.apply(effects);
         // Sessions in the queue end themselves on drop: outside the lock.
         drop(events);
-        // Posts already accepted still go out (the sends were aborted).
-        for out in outbox {
-            if out.send.is_none() {
-                let _ = out.sender.transmit(out.message, None, out.epoch);
-            }
-        }
-        senders.iter().for_each(Sender::detach);
     }
 }
 
@@ -588,6 +578,11 @@ impl<M: Message + Send + 'static> State<M> {
         } else {
             self.ports.get(&port).map(|entry| &entry.sender)
         }
+    }
+
+    /// A handle on the sender of `port`; a port that is gone has none.
+    fn sender_for(&self, port: PortId) -> Sender<M> {
+        self.sender_of(port).cloned().unwrap_or_else(Sender::none)
     }
 
     /// Starts a send in the core and registers its waiting slot.
@@ -623,10 +618,7 @@ impl<M: Message + Send + 'static> State<M> {
                 Event::SendFailed { send, error, .. } => self.complete(send, Err(error), effects),
                 Event::Readable { session } => effects.wake(self.readers.remove(&session)),
                 Event::Incoming { session } => {
-                    let sender = self
-                        .sender_of(session.port())
-                        .cloned()
-                        .unwrap_or_else(Sender::none);
+                    let sender = self.sender_for(session.port());
                     let session = Session::new(shared.clone(), session, sender);
                     self.events.push(ManagerEvent::Incoming(session), effects);
                 }
@@ -655,10 +647,7 @@ impl<M: Message + Send + 'static> State<M> {
             }
         }
         while let Some(transmit) = self.core.poll_transmit() {
-            let sender = self
-                .sender_of(transmit.port)
-                .cloned()
-                .unwrap_or_else(Sender::none);
+            let sender = self.sender_for(transmit.port);
             self.outbox.push_back(Outgoing {
                 port: transmit.port,
                 session: transmit.session,
@@ -672,7 +661,8 @@ impl<M: Message + Send + 'static> State<M> {
             self.flushing = true;
             effects.flush = true;
         }
-        if let Some(deadline) = self.core.poll_timeout() {
+        self.timer.next = self.core.poll_timeout();
+        if let Some(deadline) = self.timer.next {
             if self.timer.armed.is_none_or(|armed| deadline < armed) {
                 self.timer.armed = Some(deadline);
                 effects.wake(self.timer.waker.take());

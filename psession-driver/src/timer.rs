@@ -33,7 +33,7 @@ pub(crate) async fn drive<R: Runtime, M: Message + Send + 'static>(shared: Arc<S
             state.timer.waker = None;
             state.core.handle_timeout((shared.now)());
             state.collect(&shared, &mut effects);
-            let next = state.core.poll_timeout();
+            let next = state.timer.next;
             state.timer.armed = next;
             state.timer.waker = Some(cx.waker().clone());
             (next, state.take_flush_handoff())

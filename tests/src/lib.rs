@@ -259,11 +259,6 @@ pub fn assert_about<H: Harness>(elapsed: Duration, expected: Duration) {
     );
 }
 
-/// Lets spawned tasks run: a short sleep on the runtime's clock.
-pub async fn settle<H: Harness>() {
-    H::sleep(Duration::from_millis(1)).await;
-}
-
 /// Waits (on the runtime's clock, up to the hang limit) until `done` holds.
 pub async fn eventually<H: Harness>(mut done: impl FnMut() -> bool) {
     while !done() {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use psession_core::{ManagerConfig, Message, PortOptions, Routed, SendOptions, SessionError};
-use psession_driver::{ManagerEvent, Port, Sender, SessionManager};
+use psession_driver::{ManagerEvent, Outbound, Port, Sender, SessionHandle, SessionManager};
 use psession_tests::*;
 use serde_json::{json, Value};
 
@@ -284,11 +284,12 @@ async fn a_panicking_sender_fails_only_its_send<H: Harness>() {
     assert_eq!(fine.send(json!({})).await.unwrap()["ok"], true);
 }
 
-/// A post waiting for room in a queue shared with another, live port stops
-/// waiting when its own session ends, with `Invalid`.
-async fn a_post_waiting_for_room_ends_with_its_session<H: Harness>() {
+/// A manager whose ports "a" and "b" share a channel of one place, which
+/// a post on "a" has filled and nobody reads: posts on "b" wait for room.
+/// Keep all three returned values alive.
+async fn full_shared_channel<H: Harness>() -> (Manager<H>, Port, Outbound<Value>) {
     let (manager, _out) = queued::<H>(ManagerConfig::default());
-    let (sender, _unread) = Sender::<Value>::channel(1);
+    let (sender, unread) = Sender::<Value>::channel(1);
     let a = manager
         .create_port("a", sender.clone(), PortOptions::default())
         .unwrap();
@@ -300,12 +301,23 @@ async fn a_post_waiting_for_room_ends_with_its_session<H: Harness>() {
         .post(json!({ "fill": 1 }))
         .await
         .unwrap();
-    let session = b.create_session().unwrap();
-    let handle = session.handle();
+    (manager, b, unread)
+}
+
+/// Ends a session from another task after `delay`.
+fn end_later<H: Harness>(handle: SessionHandle, delay: Duration) {
     H::spawn_task(async move {
-        H::sleep(20 * MS).await;
+        H::sleep(delay).await;
         handle.end().unwrap();
     });
+}
+
+/// A post waiting for room in a queue shared with another, live port stops
+/// waiting when its own session ends, with `Invalid`.
+async fn a_post_waiting_for_room_ends_with_its_session<H: Harness>() {
+    let (_manager, b, _unread) = full_shared_channel::<H>().await;
+    let session = b.create_session().unwrap();
+    end_later::<H>(session.handle(), 20 * MS);
     let outcome = session.post(json!({ "late": 1 })).await;
     assert!(matches!(outcome, Err(SessionError::Invalid)), "{outcome:?}");
 }
@@ -330,19 +342,7 @@ async fn a_channel_serves_one_manager<H: Harness>() {
 /// Two posts of one session polled by one task: when one gives up, the
 /// other is still woken when the session ends.
 async fn each_waiting_post_is_woken_when_its_session_ends<H: Harness>() {
-    let (manager, _out) = queued::<H>(ManagerConfig::default());
-    let (sender, _unread) = Sender::<Value>::channel(1);
-    let a = manager
-        .create_port("a", sender.clone(), PortOptions::default())
-        .unwrap();
-    let b = manager
-        .create_port("b", sender, PortOptions::default())
-        .unwrap();
-    a.create_session()
-        .unwrap()
-        .post(json!({ "fill": 1 }))
-        .await
-        .unwrap();
+    let (_manager, b, _unread) = full_shared_channel::<H>().await;
     let session = b.create_session().unwrap();
     let mut x = Box::pin(session.post(json!({ "x": 1 })));
     let mut y = Box::pin(session.post(json!({ "y": 1 })));
@@ -353,11 +353,7 @@ async fn each_waiting_post_is_woken_when_its_session_ends<H: Harness>() {
     })
     .await;
     drop(y);
-    let handle = session.handle();
-    H::spawn_task(async move {
-        H::sleep(20 * MS).await;
-        handle.end().unwrap();
-    });
+    end_later::<H>(session.handle(), 20 * MS);
     let outcome = x.await;
     assert!(matches!(outcome, Err(SessionError::Invalid)), "{outcome:?}");
 }

@@ -168,7 +168,7 @@ impl<M: Message> Manager<M> {
     pub fn poll_transmit(&mut self) -> Option<Transmit<M>> {
         while let Some(transmit) = self.transmits.pop_front() {
             match transmit.send {
-                Some(send) if !self.is_current(send) => continue,
+                Some(send) if !self.is_send_waiting(send) => continue,
                 _ => return Some(transmit),
             }
         }

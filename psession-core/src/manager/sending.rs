@@ -138,7 +138,7 @@ impl<M: Message> Manager<M> {
     /// send are discarded.
     pub fn withdraw(&mut self, send: SendId, now: Instant) -> bool {
         let now = self.advance(now);
-        self.is_current(send) && self.fail_waiting(send.key, None, now)
+        self.is_send_waiting(send) && self.fail_waiting(send.key, None, now)
     }
 
     /// Reports that the transport could not carry a transmission of `send`:
@@ -146,18 +146,14 @@ impl<M: Message> Manager<M> {
     /// retried. Returns whether it was still waiting.
     pub fn handle_transmit_error(&mut self, send: SendId, cause: Cause, now: Instant) -> bool {
         let now = self.advance(now);
-        self.is_current(send)
+        self.is_send_waiting(send)
             && self.fail_waiting(send.key, Some(&SessionError::Transport(cause)), now)
     }
 
     /// Whether `send` still waits for its reply (it has not ended in any
-    /// way). A driver uses it to drop queued transmissions of ended sends.
+    /// way): it is the send waiting on its session. A driver uses it to drop
+    /// queued transmissions of ended sends.
     pub fn is_send_waiting(&self, send: SendId) -> bool {
-        self.is_current(send)
-    }
-
-    /// Whether `send` is the send waiting on its session.
-    pub(super) fn is_current(&self, send: SendId) -> bool {
         self.sessions
             .get(send.key as usize)
             .and_then(|slot| slot.waiting.as_ref())
