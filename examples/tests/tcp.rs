@@ -1,0 +1,269 @@
+//! The TCP time server and client on 127.0.0.1:0, on smol: `getTime` through
+//! the events stream, one port per client, and a server that survives bad
+//! lines and dropped connections with nothing left behind.
+
+mod common;
+
+use common::eventually;
+use psession_examples::log::{Log, LogLines};
+use psession_examples::tcp::{ServerOptions, TimeClient, TimeServer};
+use psession_examples::wire::MAX_FRAME_BYTES;
+use psession_smol::SessionError;
+use serde_json::{json, Value};
+use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use smol::net::TcpStream;
+use std::time::Duration;
+
+async fn server() -> (TimeServer, LogLines) {
+    let (log, lines) = Log::capture("server");
+    let server = TimeServer::bind("127.0.0.1:0", ServerOptions::default(), log)
+        .await
+        .expect("bind 127.0.0.1:0");
+    (server, lines)
+}
+
+async fn client(server: &TimeServer) -> TimeClient {
+    let (log, _) = Log::capture("client");
+    TimeClient::connect(server.local_addr(), Duration::from_secs(10), log)
+        .await
+        .expect("connect")
+}
+
+/// A client that writes raw lines and reads the server's lines.
+struct RawClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl RawClient {
+    async fn connect(server: &TimeServer) -> RawClient {
+        let stream = TcpStream::connect(server.local_addr())
+            .await
+            .expect("connect");
+        RawClient {
+            reader: BufReader::new(stream.clone()),
+            writer: stream,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    async fn read_json(&mut self) -> Value {
+        let mut line = String::new();
+        let read = smol::future::or(
+            async { Some(self.reader.read_line(&mut line).await) },
+            async {
+                smol::Timer::after(common::PATIENCE).await;
+                None
+            },
+        )
+        .await;
+        assert!(
+            matches!(read, Some(Ok(n)) if n > 0),
+            "no line in time: {read:?}"
+        );
+        serde_json::from_str(&line).expect("the server sends JSON lines")
+    }
+}
+
+async fn assert_nothing_left(server: &TimeServer) {
+    eventually("every client's port is destroyed", || {
+        server.connected_clients() == 0 && server.stats().ports == 1
+    })
+    .await;
+    let stats = server.stats();
+    assert_eq!(stats.live_sessions, 0, "{stats:?}");
+    assert_eq!(stats.waiting_sends, 0, "{stats:?}");
+    assert_eq!(stats.queued_messages, 0, "{stats:?}");
+    assert_eq!(stats.queued_transmits, 0, "{stats:?}");
+}
+
+#[test]
+fn get_time_is_answered_through_the_events_stream() {
+    smol::block_on(async {
+        let (server, mut log) = server().await;
+        let client = client(&server).await;
+
+        for _ in 0..3 {
+            let time = client.get_time().await.expect("the time");
+            let parsed = humantime::parse_rfc3339(&time).expect("RFC 3339");
+            let skew = std::time::SystemTime::now()
+                .duration_since(parsed)
+                .unwrap_or_default();
+            assert!(skew < Duration::from_secs(60), "{time}");
+        }
+        let line = log.wait_for("\"getTime\" -> \"success\"").await;
+        assert!(line.starts_with("[server] session 1:"), "{line}");
+        // Each session is ended once answered: nothing stays open.
+        eventually("answered sessions end", || {
+            server.stats().live_sessions == 0
+        })
+        .await;
+
+        let refused = client
+            .request(json!({ "command": "reboot" }))
+            .await
+            .unwrap();
+        assert_eq!(refused["status"], "error");
+        assert_eq!(refused["reason"], "unknown command");
+
+        drop(client);
+        log.wait_for("disconnected (closed)").await;
+        assert_nothing_left(&server).await;
+    })
+}
+
+#[test]
+fn each_client_has_its_own_port() {
+    smol::block_on(async {
+        let (server, mut log) = server().await;
+        let clients = [
+            client(&server).await,
+            client(&server).await,
+            client(&server).await,
+        ];
+        eventually("three ports", || server.stats().ports == 4).await;
+        for _ in 0..3 {
+            log.wait_for("connected").await;
+        }
+        // Every client numbers its sessions from 1: the ports keep them apart.
+        let times = clients.iter().map(|client| client.get_time());
+        for time in futures_util::future::join_all(times).await {
+            time.expect("each client is answered");
+        }
+        assert_eq!(server.connected_clients(), 3);
+        drop(clients);
+        assert_nothing_left(&server).await;
+    })
+}
+
+#[test]
+fn bad_lines_are_logged_and_the_server_keeps_serving() {
+    smol::block_on(async {
+        let (server, mut log) = server().await;
+        let mut raw = RawClient::connect(&server).await;
+        let cases: [(&[u8], &str); 5] = [
+            (b"not json at all\n", "bad line ignored: invalid JSON"),
+            (b"\"a string\"\n", "not a JSON object (got a string)"),
+            (
+                b"{\"sid\":\"1\",\"command\":\"getTime\"}\n",
+                "field \"sid\" must be a positive integer",
+            ),
+            (b"{\"sid\":1.5}\n", "got 1.5"),
+            (b"\xff\xfe\n", "bad line ignored: not UTF-8"),
+        ];
+        for (line, expected) in cases {
+            raw.write(line).await;
+            let logged = log.wait_for("bad line ignored").await;
+            assert!(
+                logged.contains(expected),
+                "{logged} should contain {expected}"
+            );
+        }
+        raw.write(b"{\"hello\":1}\n").await;
+        log.wait_for("plain message (not a session)").await;
+
+        // The same connection still gets the time...
+        raw.write(b"{\"sid\":9,\"command\":\"getTime\"}\r\n").await;
+        let answer = raw.read_json().await;
+        assert_eq!(answer["sid"], 9);
+        assert_eq!(answer["status"], "success");
+        // ...and so does everyone else.
+        client(&server).await.get_time().await.expect("served");
+
+        drop(raw);
+        assert_nothing_left(&server).await;
+    })
+}
+
+#[test]
+fn an_endless_line_ends_only_that_connection() {
+    smol::block_on(async {
+        let (server, mut log) = server().await;
+        let client = client(&server).await;
+        let mut raw = RawClient::connect(&server).await;
+
+        // More than the limit and no newline: refused before it is buffered.
+        let chunk = vec![b'x'; 16 * 1024];
+        for _ in 0..(MAX_FRAME_BYTES / chunk.len() + 2) {
+            if raw.writer.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let line = log.wait_for("disconnected (a line longer than").await;
+        assert!(line.contains(&MAX_FRAME_BYTES.to_string()), "{line}");
+
+        client.get_time().await.expect("still served");
+        drop((client, raw));
+        assert_nothing_left(&server).await;
+    })
+}
+
+#[test]
+fn a_client_gone_mid_conversation_leaves_nothing_behind() {
+    smol::block_on(async {
+        let (server, mut log) = server().await;
+        let mut raw = RawClient::connect(&server).await;
+        raw.write(b"{\"sid\":1,\"command\":\"getTime\"}\n").await;
+        assert_eq!(raw.read_json().await["sid"], 1);
+        // Thousands of requests, never reading the answers: the socket's
+        // buffers fill, the server's answers queue up and its handlers wait
+        // for room. Then the client is gone, half a line in.
+        let mut burst = Vec::new();
+        for sid in 0..20_000u32 {
+            burst.extend_from_slice(
+                format!("{{\"sid\":{},\"command\":\"getTime\"}}\n", sid % 60_000 + 2).as_bytes(),
+            );
+        }
+        burst.extend_from_slice(b"{\"sid\":5,\"command\":\"get");
+        raw.write(&burst).await;
+        drop(raw);
+
+        log.wait_for("disconnected").await;
+        assert_nothing_left(&server).await;
+        // A new client is served as before.
+        client(&server).await.get_time().await.expect("served");
+    })
+}
+
+#[test]
+fn a_client_fails_at_once_when_the_server_goes_away() {
+    smol::block_on(async {
+        let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (log, mut lines) = Log::capture("client");
+        let client = TimeClient::connect(addr, Duration::from_secs(60), log)
+            .await
+            .unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+
+        let request = client.get_time();
+        let hang_up = async {
+            // The request is on the wire before the server hangs up.
+            let mut line = String::new();
+            BufReader::new(peer.clone())
+                .read_line(&mut line)
+                .await
+                .unwrap();
+            drop(peer);
+            std::future::pending::<()>().await;
+        };
+        let failed = smol::future::or(async { request.await.err() }, async {
+            hang_up.await;
+            None
+        })
+        .await;
+        assert!(
+            matches!(
+                failed,
+                Some(psession_examples::tcp::ClientError::Session(
+                    SessionError::Aborted(_)
+                ))
+            ),
+            "{failed:?}"
+        );
+        lines.wait_for("connection closed").await;
+    })
+}
