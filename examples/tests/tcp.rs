@@ -16,7 +16,12 @@ use std::time::Duration;
 
 async fn server() -> (TimeServer, LogLines) {
     let (log, lines) = Log::capture("server");
-    let server = TimeServer::bind("127.0.0.1:0", ServerOptions::default(), log)
+    // Sessions must end because they are answered, not because they expire.
+    let options = ServerOptions {
+        session_max_life: Duration::from_secs(600),
+        ..ServerOptions::default()
+    };
+    let server = TimeServer::bind("127.0.0.1:0", options, log)
         .await
         .expect("bind 127.0.0.1:0");
     (server, lines)

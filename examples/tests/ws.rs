@@ -24,6 +24,8 @@ fn options() -> ServerOptions {
     ServerOptions {
         command_work: Duration::from_millis(20),
         slow_device_delay: Duration::from_secs(30),
+        // Sessions must be ended by what the test does, not by expiry.
+        session_max_life: Duration::from_secs(600),
         ..ServerOptions::default()
     }
 }
