@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -58,6 +58,14 @@ use tokio_tungstenite::WebSocketStream;
 /// fills it, and further sends to it fail with `Transport` instead of
 /// growing memory.
 const OUTBOX_FRAMES: usize = 256;
+
+/// Most commands one client may have running at once; more are refused
+/// with an error message, so a client cannot make the server hold an
+/// unbounded number of tasks and sessions.
+pub const MAX_COMMANDS_PER_CLIENT: usize = 16;
+
+/// Longest command name the server accepts.
+const MAX_COMMAND_NAME: usize = 64;
 
 /// Most sessions one client may have open on the server at once (each
 /// lives until it has been idle for [`ServerOptions::session_max_life`]).
@@ -193,6 +201,7 @@ async fn accept_clients(
                     clients: clients.clone(),
                     log: log.clone(),
                     peer,
+                    commands: Arc::new(Semaphore::new(MAX_COMMANDS_PER_CLIENT)),
                 };
                 tokio::spawn(connection.serve(stream));
             }
@@ -219,6 +228,8 @@ struct Connection {
     clients: Arc<AtomicUsize>,
     log: Log,
     peer: SocketAddr,
+    /// One permit per command running for this client.
+    commands: Arc<Semaphore>,
 }
 
 impl Connection {
@@ -298,7 +309,7 @@ impl Connection {
                 }
             };
             match port.dispatch(message) {
-                Routed::NotSession(message) => self.handle_plain(port, message),
+                Routed::NotSession(message) => self.handle_plain(port, outbox, message),
                 Routed::Dropped(reason) => self.log.line(format!(
                     "client {client}: session message dropped: {reason:?}"
                 )),
@@ -308,24 +319,50 @@ impl Connection {
     }
 
     /// A non-session message: a `command` starts a server-side session.
-    fn handle_plain(&self, port: &psession_tokio::Port, message: Value) {
+    fn handle_plain(
+        &self,
+        port: &psession_tokio::Port,
+        outbox: &mpsc::Sender<Frame>,
+        message: Value,
+    ) {
         let client = port.name();
-        match (message["type"].as_str(), message["command"].as_str()) {
-            (Some("command"), Some(command)) => {
+        let command = match (message["type"].as_str(), message["command"].as_str()) {
+            (Some("command"), Some(command)) if command.len() <= MAX_COMMAND_NAME => command,
+            (Some("command"), _) => {
                 self.log
-                    .line(format!("client {client}: command {command:?} received"));
-                tokio::spawn(run_command(
-                    port.clone(),
-                    command.to_owned(),
-                    self.options.command_work,
-                    self.log.clone(),
-                ));
+                    .line(format!("client {client}: command refused: no valid name"));
+                let error = json!({ "type": "error", "error": "a command needs a name of at most 64 bytes" });
+                let _ = queue_frame(outbox, &error);
+                return;
             }
-            _ => self.log.line(format!(
-                "client {client}: message ignored (neither a session nor a command): {}",
-                short(&message)
-            )),
-        }
+            _ => {
+                self.log.line(format!(
+                    "client {client}: message ignored (neither a session nor a command): {}",
+                    short(&message)
+                ));
+                return;
+            }
+        };
+        let Ok(permit) = self.commands.clone().try_acquire_owned() else {
+            self.log.line(format!(
+                "client {client}: command {command:?} refused: {MAX_COMMANDS_PER_CLIENT} already running"
+            ));
+            let error = json!({ "type": "error", "error": "too many commands running", "command": command });
+            let _ = queue_frame(outbox, &error);
+            return;
+        };
+        self.log
+            .line(format!("client {client}: command {command:?} received"));
+        let (port, command, work, log) = (
+            port.clone(),
+            command.to_owned(),
+            self.options.command_work,
+            self.log.clone(),
+        );
+        tokio::spawn(async move {
+            run_command(port, command, work, log).await;
+            drop(permit);
+        });
     }
 }
 

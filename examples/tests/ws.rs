@@ -316,3 +316,41 @@ async fn ten_clients_converse_at_once_in_both_directions() {
     }
     assert_nothing_left(&server).await;
 }
+
+#[tokio::test]
+async fn a_command_flood_is_capped_per_client() {
+    let (server, mut server_log) = server().await;
+    let mut raw = raw_client(&server).await;
+    let flood = 100;
+    for n in 0..flood {
+        let command = format!(r#"{{"type":"command","command":"job-{n}"}}"#);
+        raw.send(Frame::text(command)).await.unwrap();
+    }
+    raw.send(Frame::text(r#"{"type":"command","command":42}"#))
+        .await
+        .unwrap();
+
+    // Never acknowledged: the first ones wait for the client, the rest are
+    // refused, and every command gets one answer.
+    let (mut processing, mut refused) = (0, 0);
+    for _ in 0..=flood {
+        let answer = next_json(&mut raw).await;
+        match (answer["type"].as_str(), answer["status"].as_str()) {
+            (Some("response"), Some("processing")) => processing += 1,
+            (Some("error"), _) => refused += 1,
+            _ => panic!("unexpected {answer}"),
+        }
+    }
+    let cap = psession_examples::ws::MAX_COMMANDS_PER_CLIENT;
+    assert_eq!((processing, refused), (cap, flood + 1 - cap));
+    assert_eq!(server.stats().waiting_sends, cap);
+    server_log.wait_for("already running").await;
+    server_log.wait_for("command refused: no valid name").await;
+
+    // Everyone else is served meanwhile; then the flooder leaves.
+    let (client, _) = client(&server, "client").await;
+    client.command("getStatus").await.expect("served");
+    client.close().await;
+    drop(raw);
+    assert_nothing_left(&server).await;
+}
