@@ -98,8 +98,8 @@ async fn websocket(log: &Log) -> Result<(), DemoError> {
     );
     let started = Instant::now();
     let retried = SendOptions::default()
-        .timeout(Duration::from_millis(300))
-        .retries(2, Duration::from_millis(100));
+        .timeout(Duration::from_millis(500))
+        .retries(3, Duration::from_millis(100));
     let status = bob
         .query(
             json!({ "type": "query", "query": "getDeviceStatus", "deviceId": "thermo-1", "simulateLoss": 1 }),
@@ -111,7 +111,7 @@ async fn websocket(log: &Log) -> Result<(), DemoError> {
         format!("wrong status: {status}")
     })?;
     bob.log().line(format!(
-        "thermo-1 status {} after {} ms (one timeout, one retry)",
+        "thermo-1 status {} after {} ms: answered once the request was sent again",
         status["status"],
         started.elapsed().as_millis()
     ));

@@ -102,3 +102,23 @@ impl LogLines {
         std::iter::from_fn(|| self.receiver.try_recv().ok()).collect()
     }
 }
+
+/// `text` cut to 120 bytes (on a character boundary) for a log line, so a
+/// peer's 16 KiB message does not become a 16 KiB line.
+///
+/// ```
+/// use psession_examples::log::short;
+///
+/// assert_eq!(short("getTime"), "getTime");
+/// assert_eq!(short("é".repeat(100)).len(), 120 + '…'.len_utf8());
+/// ```
+pub fn short(text: impl Display) -> String {
+    const MAX: usize = 120;
+    let mut text = text.to_string();
+    if text.len() > MAX {
+        let cut = (0..=MAX).rev().find(|&i| text.is_char_boundary(i));
+        text.truncate(cut.unwrap_or(0));
+        text.push('…');
+    }
+    text
+}

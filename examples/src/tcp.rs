@@ -28,11 +28,11 @@
 //! cargo run --bin tcp-client -- 127.0.0.1:3000
 //! ```
 
-use crate::log::Log;
+use crate::log::{short, Log};
 use crate::wire::{parse_frame, MAX_FRAME_BYTES};
 use psession_smol::{
     Cause, ManagerConfig, Outbound, PortOptions, Routed, Sender, Session, SessionError,
-    SessionManager, Stats,
+    SessionManager, SidPartition, Stats,
 };
 use serde_json::{json, Value};
 use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -41,11 +41,20 @@ use smol::Task;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Messages queued for one connection's socket (replies are posted, so a
 /// client that stops reading makes its handlers wait, not memory grow).
 const OUTBOX_MESSAGES: usize = 64;
+
+/// Most requests queued unread on one session (the core drops the oldest
+/// beyond it): with the session cap and [`MAX_FRAME_BYTES`], one client can
+/// make the server hold at most 32 × 4 × 16 KiB = 2 MiB of its requests.
+const INBOX_PER_SESSION: u32 = 4;
+
+/// How long a client that closed its writing half may wait for the answers
+/// to what it sent before (`echo '...' | nc -N host port` does this).
+const HALF_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
@@ -56,13 +65,20 @@ pub struct ServerOptions {
     /// Most sessions one client may have open at once; more are dropped
     /// and counted.
     pub max_sessions_per_client: u32,
+    /// Most connections at once; more are closed as soon as they arrive.
+    pub max_clients: usize,
+    /// A client that sends nothing for this long is disconnected (a peer
+    /// that vanished without closing its connection is let go).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             session_max_life: Duration::from_secs(10),
-            max_sessions_per_client: 256,
+            max_sessions_per_client: 32,
+            max_clients: 256,
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -88,13 +104,15 @@ impl TimeServer {
         let local_addr = listener.local_addr()?;
         let config = ManagerConfig::default()
             .session_max_life(options.session_max_life)
-            .max_incoming_sessions(options.max_sessions_per_client);
+            .max_incoming_sessions(options.max_sessions_per_client)
+            .inbox_capacity(INBOX_PER_SESSION);
         let manager = SessionManager::new(config, Sender::none()).map_err(std::io::Error::other)?;
         let clients = Arc::new(AtomicUsize::new(0));
         let events = smol::spawn(answer_sessions(manager.clone(), log.clone()));
         let accept = smol::spawn(accept_clients(
             listener,
             manager.clone(),
+            options,
             clients.clone(),
             log.clone(),
         ));
@@ -128,15 +146,37 @@ impl TimeServer {
 async fn accept_clients(
     listener: TcpListener,
     manager: SessionManager,
+    options: ServerOptions,
     clients: Arc<AtomicUsize>,
     log: Log,
 ) {
-    loop {
+    for number in 1.. {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let connection =
-                    serve_client(stream, peer, manager.clone(), clients.clone(), log.clone());
-                smol::spawn(connection).detach();
+                if clients.load(Ordering::SeqCst) >= options.max_clients {
+                    log.line(format!(
+                        "connection from {peer} refused: {} clients already",
+                        options.max_clients
+                    ));
+                    continue;
+                }
+                clients.fetch_add(1, Ordering::SeqCst);
+                // The number keeps a quick reconnection from the same address
+                // apart from the connection it replaces.
+                let name = format!("client_{peer}#{number}");
+                let connection = serve_client(
+                    stream,
+                    name,
+                    manager.clone(),
+                    options.idle_timeout,
+                    log.clone(),
+                );
+                let clients = clients.clone();
+                smol::spawn(async move {
+                    connection.await;
+                    clients.fetch_sub(1, Ordering::SeqCst);
+                })
+                .detach();
             }
             Err(error) => {
                 log.line(format!("accept failed: {error}"));
@@ -148,12 +188,11 @@ async fn accept_clients(
 
 async fn serve_client(
     stream: TcpStream,
-    peer: SocketAddr,
+    name: String,
     manager: SessionManager,
-    clients: Arc<AtomicUsize>,
+    idle_timeout: Duration,
     log: Log,
 ) {
-    let name = format!("client_{peer}");
     let (sender, outbound) = Sender::channel(OUTBOX_MESSAGES);
     let port = match manager.create_port(name.as_str(), sender, PortOptions::default()) {
         Ok(port) => port,
@@ -162,23 +201,27 @@ async fn serve_client(
             return;
         }
     };
-    clients.fetch_add(1, Ordering::SeqCst);
     log.line(format!("{name} connected"));
-    // The writer ends by itself when the port is destroyed.
+    // It ends once the port is destroyed and what was queued is written.
     let writer = smol::spawn(write_lines(stream.clone(), outbound));
 
-    let mut lines = BufReader::new(stream);
+    let mut lines = BufReader::new(stream.clone());
     let reason = loop {
-        let line = match read_line(&mut lines).await {
+        let line = smol::future::or(read_line(&mut lines), async {
+            smol::Timer::after(idle_timeout).await;
+            Err(format!("silent for {idle_timeout:?}"))
+        });
+        let line = match line.await {
             Ok(Some(line)) => line,
             Ok(None) => break "closed".to_owned(),
             Err(error) => break error,
         };
         match parse_frame(&line, manager.session_id_name()) {
             Ok(message) => match port.dispatch(message) {
-                Routed::NotSession(message) => {
-                    log.line(format!("{name}: plain message (not a session): {message}"))
-                }
+                Routed::NotSession(message) => log.line(format!(
+                    "{name}: plain message (not a session): {}",
+                    short(&message)
+                )),
                 Routed::Dropped(reason) => {
                     log.line(format!("{name}: session message dropped: {reason:?}"))
                 }
@@ -187,10 +230,22 @@ async fn serve_client(
             Err(bad) => log.line(format!("{name}: bad line ignored: {bad}")),
         }
     };
+    if reason == "closed" {
+        // The client may only have closed its writing half: give the
+        // sessions it opened a moment to be answered.
+        let deadline = Instant::now() + HALF_CLOSE_GRACE;
+        while port.stats().is_ok_and(|stats| stats.live_sessions > 0) && Instant::now() < deadline {
+            smol::Timer::after(Duration::from_millis(5)).await;
+        }
+    }
     let _ = port.abort(Cause::msg(format!("{name} disconnected")));
     let _ = port.destroy();
-    drop(writer);
-    clients.fetch_sub(1, Ordering::SeqCst);
+    // Let the writer flush the answers, but never wait long for a peer.
+    smol::future::or(writer, async {
+        smol::Timer::after(Duration::from_secs(1)).await;
+    })
+    .await;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
     log.line(format!(
         "{name} disconnected ({reason}); its port is destroyed"
     ));
@@ -251,7 +306,7 @@ async fn answer_once(mut session: Session, log: Log) {
     log.line(format!(
         "session {}: {} -> {}",
         session.id(),
-        request["command"],
+        short(&request["command"]),
         reply["status"]
     ));
     if let Err(error) = session.post(reply).await {
@@ -298,7 +353,11 @@ impl TimeClient {
     ) -> std::io::Result<TimeClient> {
         let stream = TcpStream::connect(addr).await?;
         let (sender, outbound) = Sender::channel(OUTBOX_MESSAGES);
-        let config = ManagerConfig::default().session_timeout(session_timeout);
+        // Odd sids: a reply arriving after its request timed out is then
+        // dropped as UnknownSid instead of opening a session nobody reads.
+        let config = ManagerConfig::default()
+            .session_timeout(session_timeout)
+            .partition(SidPartition::Odd);
         let manager = SessionManager::new(config, sender).map_err(std::io::Error::other)?;
         let writer = smol::spawn(write_lines(stream.clone(), outbound));
         let reader = smol::spawn(read_from_server(stream, manager.clone(), log.clone()));
@@ -344,7 +403,7 @@ async fn read_from_server(stream: TcpStream, manager: SessionManager, log: Log) 
         match parse_frame(&line, manager.session_id_name()) {
             Ok(message) => {
                 if let Routed::NotSession(message) = port.dispatch(message) {
-                    log.line(format!("server says: {message}"));
+                    log.line(format!("server says: {}", short(&message)));
                 }
             }
             Err(bad) => log.line(format!("bad line from the server ignored: {bad}")),

@@ -32,7 +32,7 @@
 //! cargo run --bin ws-client -- ws://127.0.0.1:8080
 //! ```
 
-use crate::log::Log;
+use crate::log::{short, Log};
 use crate::wire::{parse_frame, MAX_FRAME_BYTES};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -43,12 +43,12 @@ use psession_tokio::{
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -69,7 +69,17 @@ const MAX_COMMAND_NAME: usize = 64;
 
 /// Most sessions one client may have open on the server at once (each
 /// lives until it has been idle for [`ServerOptions::session_max_life`]).
-const MAX_SESSIONS_PER_CLIENT: u32 = 256;
+pub const MAX_SESSIONS_PER_CLIENT: u32 = 32;
+
+/// Most requests queued unread on one session; beyond it the oldest is
+/// dropped (and counted). With [`MAX_SESSIONS_PER_CLIENT`] and
+/// [`MAX_FRAME_BYTES`], a client can make the server hold at most
+/// 32 × 4 × 16 KiB = 2 MiB of its requests.
+const INBOX_PER_SESSION: u32 = 4;
+
+/// Most bytes tungstenite may buffer for one connection's socket (pongs
+/// included): a client that sends but never reads cannot grow it further.
+const MAX_WRITE_BUFFER: usize = 1 << 20;
 
 /// The devices the server knows, as `(id, name, kind)`.
 pub const DEVICES: [(&str, &str, &str); 3] = [
@@ -97,6 +107,14 @@ pub struct ServerOptions {
     pub command_work: Duration,
     /// How long details about [`SLOW_DEVICE`] take.
     pub slow_device_delay: Duration,
+    /// A client that sends nothing for this long is disconnected (a peer
+    /// that vanished without closing its connection is let go).
+    pub idle_timeout: Duration,
+    /// Most connections at once; more are closed as soon as they arrive.
+    pub max_clients: usize,
+    /// How long a new connection may take to complete the WebSocket
+    /// handshake.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -106,6 +124,9 @@ impl Default for ServerOptions {
             session_max_life: Duration::from_secs(10),
             command_work: Duration::from_secs(1),
             slow_device_delay: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(300),
+            max_clients: 256,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -117,7 +138,6 @@ pub struct DeviceServer {
     manager: SessionManager,
     clients: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
-    events: JoinHandle<()>,
 }
 
 impl DeviceServer {
@@ -134,12 +154,15 @@ impl DeviceServer {
             .session_timeout(options.session_timeout)
             .session_max_life(options.session_max_life)
             .partition(SidPartition::Even)
-            .max_incoming_sessions(MAX_SESSIONS_PER_CLIENT);
+            .max_incoming_sessions(MAX_SESSIONS_PER_CLIENT)
+            .inbox_capacity(INBOX_PER_SESSION);
         // Every session lives on a client's port; the default port sends
         // nowhere.
         let manager = SessionManager::new(config, Sender::none()).map_err(std::io::Error::other)?;
         let clients = Arc::new(AtomicUsize::new(0));
-        let events = tokio::spawn(answer_incoming_sessions(
+        // It ends with the manager, once the server and every connection
+        // are gone.
+        tokio::spawn(answer_incoming_sessions(
             manager.clone(),
             options.clone(),
             log.clone(),
@@ -157,7 +180,6 @@ impl DeviceServer {
             manager,
             clients,
             accept,
-            events,
         })
     }
 
@@ -166,7 +188,7 @@ impl DeviceServer {
         self.local_addr
     }
 
-    /// Clients connected now.
+    /// Connections open now (including those still in their handshake).
     pub fn connected_clients(&self) -> usize {
         self.clients.load(Ordering::SeqCst)
     }
@@ -181,7 +203,6 @@ impl DeviceServer {
 impl Drop for DeviceServer {
     fn drop(&mut self) {
         self.accept.abort();
-        self.events.abort();
     }
 }
 
@@ -192,15 +213,25 @@ async fn accept_clients(
     clients: Arc<AtomicUsize>,
     log: Log,
 ) {
-    loop {
+    for number in 1.. {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if clients.load(Ordering::SeqCst) >= options.max_clients {
+                    log.line(format!(
+                        "connection from {peer} refused: {} clients already",
+                        options.max_clients
+                    ));
+                    continue;
+                }
+                clients.fetch_add(1, Ordering::SeqCst);
                 let connection = Connection {
                     manager: manager.clone(),
                     options: options.clone(),
-                    clients: clients.clone(),
+                    _counted: Counted(clients.clone()),
                     log: log.clone(),
-                    peer,
+                    // The number keeps a quick reconnection from the same
+                    // address apart from the connection it replaces.
+                    name: format!("{peer}#{number}"),
                     commands: Arc::new(Semaphore::new(MAX_COMMANDS_PER_CLIENT)),
                 };
                 tokio::spawn(connection.serve(stream));
@@ -219,33 +250,51 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+}
+
+/// Counts a connection from its accept to the end of its task.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One connected client, on the server.
 struct Connection {
     manager: SessionManager,
     options: ServerOptions,
-    clients: Arc<AtomicUsize>,
+    _counted: Counted,
     log: Log,
-    peer: SocketAddr,
+    /// The client's address and connection number, its port's name.
+    name: String,
     /// One permit per command running for this client.
     commands: Arc<Semaphore>,
 }
 
 impl Connection {
     async fn serve(self, stream: TcpStream) {
-        let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await
-        {
-            Ok(ws) => ws,
-            Err(error) => {
+        let client = self.name.clone();
+        let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()));
+        let limit = self.options.handshake_timeout;
+        let ws = match tokio::time::timeout(limit, handshake).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(error)) => {
                 self.log
-                    .line(format!("client {}: handshake failed: {error}", self.peer));
+                    .line(format!("client {client}: handshake failed: {error}"));
+                return;
+            }
+            Err(_) => {
+                self.log.line(format!(
+                    "client {client}: no handshake within {limit:?}; closed"
+                ));
                 return;
             }
         };
         let (sink, frames) = ws.split();
         let (outbox, mut writer) = spawn_writer(sink);
-        let client = self.peer.to_string();
         let to_client = outbox.clone();
         let port = match self.manager.create_port(
             client.as_str(),
@@ -260,7 +309,6 @@ impl Connection {
                 return;
             }
         };
-        self.clients.fetch_add(1, Ordering::SeqCst);
         self.log.line(format!("client {client} connected"));
 
         let reason = self.read_frames(frames, &port, &outbox).await;
@@ -276,7 +324,6 @@ impl Connection {
         {
             writer.abort();
         }
-        self.clients.fetch_sub(1, Ordering::SeqCst);
         self.log.line(format!(
             "client {client} disconnected ({reason}); its port is destroyed"
         ));
@@ -291,12 +338,14 @@ impl Connection {
     ) -> String {
         let client = port.name();
         loop {
-            let bytes = match frames.next().await {
-                Some(Ok(Frame::Text(text))) => text.as_bytes().to_vec(),
-                Some(Ok(Frame::Binary(bytes))) => bytes.to_vec(),
-                Some(Ok(Frame::Close(_))) | None => return "closed".to_owned(),
-                Some(Ok(_)) => continue, // pings are answered by tungstenite
-                Some(Err(error)) => return format!("connection error: {error}"),
+            let next = tokio::time::timeout(self.options.idle_timeout, frames.next()).await;
+            let bytes = match next {
+                Ok(Some(Ok(Frame::Text(text)))) => text.as_bytes().to_vec(),
+                Ok(Some(Ok(Frame::Binary(bytes)))) => bytes.to_vec(),
+                Ok(Some(Ok(Frame::Close(_))) | None) => return "closed".to_owned(),
+                Ok(Some(Ok(_))) => continue, // pings are answered by tungstenite
+                Ok(Some(Err(error))) => return format!("connection error: {error}"),
+                Err(_) => return format!("silent for {:?}", self.options.idle_timeout),
             };
             let message = match parse_frame(&bytes, self.manager.session_id_name()) {
                 Ok(message) => message,
@@ -319,6 +368,7 @@ impl Connection {
     }
 
     /// A non-session message: a `command` starts a server-side session.
+    /// Its optional `"id"` (an integer) is echoed in every message about it.
     fn handle_plain(
         &self,
         port: &psession_tokio::Port,
@@ -326,76 +376,97 @@ impl Connection {
         message: Value,
     ) {
         let client = port.name();
-        let command = match (message["type"].as_str(), message["command"].as_str()) {
-            (Some("command"), Some(command)) if command.len() <= MAX_COMMAND_NAME => command,
-            (Some("command"), _) => {
-                self.log
-                    .line(format!("client {client}: command refused: no valid name"));
-                let error = json!({ "type": "error", "error": "a command needs a name of at most 64 bytes" });
-                let _ = queue_frame(outbox, &error);
-                return;
-            }
+        if message["type"] != "command" {
+            self.log.line(format!(
+                "client {client}: message ignored (neither a session nor a command): {}",
+                short(&message)
+            ));
+            return;
+        }
+        let id = message["id"].as_u64().map_or(Value::Null, Value::from);
+        let refuse = |reason: String| {
+            self.log
+                .line(format!("client {client}: command refused: {reason}"));
+            let error = json!({ "type": "error", "error": reason, "id": id });
+            let _ = queue_frame(outbox, &error);
+        };
+        let command = match message["command"].as_str() {
+            Some(command) if !command.is_empty() && command.len() <= MAX_COMMAND_NAME => command,
             _ => {
-                self.log.line(format!(
-                    "client {client}: message ignored (neither a session nor a command): {}",
-                    short(&message)
-                ));
-                return;
+                return refuse(format!(
+                    "a command needs a name of 1 to {MAX_COMMAND_NAME} bytes"
+                ))
             }
         };
         let Ok(permit) = self.commands.clone().try_acquire_owned() else {
-            self.log.line(format!(
-                "client {client}: command {command:?} refused: {MAX_COMMANDS_PER_CLIENT} already running"
+            return refuse(format!(
+                "{command:?}: {MAX_COMMANDS_PER_CLIENT} commands already running"
             ));
-            let error = json!({ "type": "error", "error": "too many commands running", "command": command });
-            let _ = queue_frame(outbox, &error);
-            return;
         };
         self.log
             .line(format!("client {client}: command {command:?} received"));
-        let (port, command, work, log) = (
-            port.clone(),
-            command.to_owned(),
-            self.options.command_work,
-            self.log.clone(),
-        );
+        let command = Command {
+            port: port.clone(),
+            name: command.to_owned(),
+            id,
+            work: self.options.command_work,
+            log: self.log.clone(),
+        };
         tokio::spawn(async move {
-            run_command(port, command, work, log).await;
+            command.run().await;
             drop(permit);
         });
     }
 }
 
-/// The seed's command handling: the server opens a session to the client,
-/// reports `processing`, does the work, reports `completed`, and ends the
-/// session. Each step waits for the client's acknowledgement.
-async fn run_command(port: psession_tokio::Port, command: String, work: Duration, log: Log) {
-    let client = port.name().to_owned();
-    let outcome = async {
-        let mut session = port.create_session()?;
-        let sid = session.id();
-        log.line(format!("session {sid} to {client}: {command:?} processing"));
-        session
-            .send(json!({ "type": "response", "command": command, "status": "processing" }))
-            .await?;
-        tokio::time::sleep(work).await;
-        let result = format!("command \"{command}\" executed");
-        session
-            .send(json!({
-                "type": "response",
-                "command": command,
-                "status": "completed",
-                "result": result,
-            }))
-            .await?;
-        log.line(format!(
-            "session {sid} to {client}: {command:?} completed and acknowledged"
-        ));
-        Ok::<(), SessionError>(())
+/// A command a client asked for, run on a session the server opens.
+struct Command {
+    port: psession_tokio::Port,
+    name: String,
+    id: Value,
+    work: Duration,
+    log: Log,
+}
+
+impl Command {
+    /// The seed's command handling: open a session to the client, report
+    /// `processing`, do the work, report `completed`, end the session. Each
+    /// step waits for the client's acknowledgement.
+    async fn run(self) {
+        let client = self.port.name();
+        let name = &self.name;
+        let outcome = async {
+            let mut session = self.port.create_session()?;
+            let sid = session.id();
+            self.log
+                .line(format!("session {sid} to {client}: {name:?} processing"));
+            session.send(self.update("processing", None)).await?;
+            tokio::time::sleep(self.work).await;
+            let result = format!("command \"{name}\" executed");
+            session.send(self.update("completed", Some(result))).await?;
+            self.log.line(format!(
+                "session {sid} to {client}: {name:?} completed and acknowledged"
+            ));
+            Ok::<(), SessionError>(())
+        }
+        .await;
+        if let Err(error) = outcome {
+            self.log
+                .line(format!("command {name:?} for {client} failed: {error}"));
+        }
     }
-    .await;
-    if let Err(error) = outcome {
-        log.line(format!("command {command:?} for {client} failed: {error}"));
+
+    fn update(&self, status: &str, result: Option<String>) -> Value {
+        let mut update = json!({
+            "type": "response",
+            "command": self.name,
+            "id": self.id,
+            "status": status,
+        });
+        if let Some(result) = result {
+            update["result"] = result.into();
+        }
+        update
     }
 }
 
@@ -421,31 +492,47 @@ async fn answer_incoming_sessions(manager: SessionManager, options: ServerOption
 /// Answers the queries of one session the client opened, until the session
 /// ends (it expires when idle, or its client disconnects).
 async fn answer_queries(mut session: Session, options: ServerOptions, log: Log) {
-    // How many deliveries of each request this session has ignored, for
-    // requests that ask for a simulated loss.
-    let mut ignored: HashMap<String, u64> = HashMap::new();
+    // Deliveries ignored so far on this session, for requests asking for a
+    // simulated loss (`"simulateLoss": n` ignores the first n).
+    let mut ignored = 0;
     while let Ok(request) = session.recv().await {
-        let query = request["query"].as_str().unwrap_or("").to_owned();
+        let query = request["query"].as_str().unwrap_or("");
         let lose = request["simulateLoss"].as_u64().unwrap_or(0);
-        let seen = ignored.entry(query.clone()).or_default();
-        if *seen < lose {
-            *seen += 1;
+        if ignored < lose {
+            ignored += 1;
             log.line(format!(
-                "session {}: {query} delivery {} ignored (simulated loss)",
+                "session {}: {} delivery {ignored} ignored (simulated loss)",
                 session.id(),
-                *seen
+                short(query),
             ));
             continue;
         }
         let device = request["deviceId"].as_str();
-        if query == "getDeviceDetails" && device == Some(SLOW_DEVICE) {
-            tokio::time::sleep(options.slow_device_delay).await;
+        if query == "getDeviceDetails"
+            && device == Some(SLOW_DEVICE)
+            && !sleep_while_live(&session, options.slow_device_delay).await
+        {
+            return;
         }
         let reply = answer_query(&request);
         if session.post(reply).await.is_err() {
-            break;
+            return;
         }
     }
+}
+
+/// Sleeps for `delay`, unless the session ends first (its client has
+/// gone): then returns `false` at once, so no task outlives its client.
+async fn sleep_while_live(session: &Session, delay: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + delay;
+    while tokio::time::Instant::now() < deadline {
+        if !session.is_live() {
+            return false;
+        }
+        let step = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(step.min(Duration::from_millis(50))).await;
+    }
+    session.is_live()
 }
 
 /// The server's answer to one query.
@@ -506,32 +593,27 @@ fn queue_frame(outbox: &mpsc::Sender<Frame>, message: &Value) -> Result<(), Caus
         })
 }
 
-/// A message, cut for a log line.
-fn short(message: &Value) -> String {
-    let mut text = message.to_string();
-    if text.len() > 120 {
-        let cut = (0..=120).rev().find(|&i| text.is_char_boundary(i));
-        text.truncate(cut.unwrap_or(0));
-        text.push('…');
-    }
-    text
-}
-
 /// What can go wrong for a [`DeviceClient`].
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The WebSocket connection could not be opened.
     #[error("cannot connect: {0}")]
     Connect(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The server did not complete the WebSocket handshake in time.
+    #[error("the server did not complete the handshake within {0:?}")]
+    ConnectTimeout(Duration),
     /// A session failed (timeout, abort, ...).
     #[error(transparent)]
     Session(#[from] SessionError),
     /// The server answered with something this client did not expect.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
-    /// The connection closed before the command completed.
-    #[error("the connection closed before command {0:?} completed")]
-    Closed(String),
+    /// The server refused the command (too many running, a bad name).
+    #[error("the server refused the command: {0}")]
+    Refused(String),
+    /// The connection is closed, or closed before the command completed.
+    #[error("the connection is closed")]
+    Closed,
     /// The command did not complete within [`ClientOptions::command_timeout`].
     #[error("command {0:?} did not complete in time")]
     CommandTimeout(String),
@@ -544,6 +626,8 @@ pub struct ClientOptions {
     pub session_timeout: Duration,
     /// How long [`DeviceClient::command`] waits for the command to complete.
     pub command_timeout: Duration,
+    /// How long [`DeviceClient::connect`] waits for the server's handshake.
+    pub connect_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -551,6 +635,7 @@ impl Default for ClientOptions {
         ClientOptions {
             session_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -564,15 +649,36 @@ pub struct CommandDone {
     pub result: String,
 }
 
-/// Who waits for which command to complete. Emptied when the connection
-/// closes, so every waiter learns it.
-type Waiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<CommandDone>>>>;
+/// What the client shares with its reader and its command task: whether
+/// the connection is closed, and who waits for which command (by id).
+#[derive(Default)]
+struct Connected {
+    closed: AtomicBool,
+    next_id: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Result<CommandDone, ClientError>>>>,
+}
+
+impl Connected {
+    /// Hands the outcome of command `id` to whoever waits for it.
+    fn finish(&self, id: Option<u64>, outcome: Result<CommandDone, ClientError>) {
+        let waiter = id.and_then(|id| self.waiting.lock().expect("lock").remove(&id));
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(outcome);
+        }
+    }
+
+    /// Marks the connection closed and tells every waiter.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.waiting.lock().expect("lock").clear();
+    }
+}
 
 /// A connected WebSocket client. Dropping it closes the connection.
 pub struct DeviceClient {
     manager: SessionManager,
     outbox: mpsc::Sender<Frame>,
-    completed: Waiters,
+    connected: Arc<Connected>,
     command_timeout: Duration,
     log: Log,
     reader: JoinHandle<()>,
@@ -591,37 +697,42 @@ impl DeviceClient {
         } else {
             format!("ws://{url}")
         };
-        let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config()), true)
-                .await?;
+        let connecting =
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config()), true);
+        let (ws, _) = tokio::time::timeout(options.connect_timeout, connecting)
+            .await
+            .map_err(|_| ClientError::ConnectTimeout(options.connect_timeout))??;
         let (sink, frames) = ws.split();
         // The writer ends by itself once the client and its manager are gone.
         let (outbox, _writer) = spawn_writer(sink);
-        let to_server = outbox.clone();
+        let connected = Arc::new(Connected::default());
+        let (to_server, state) = (outbox.clone(), connected.clone());
+        let sender = Sender::from_fn(move |message: Value| {
+            if state.closed.load(Ordering::SeqCst) {
+                return Err(Cause::msg("the connection is closed"));
+            }
+            queue_frame(&to_server, &message)
+        });
         let config = ManagerConfig::default()
             .session_timeout(options.session_timeout)
             .partition(SidPartition::Odd);
-        let manager = SessionManager::new(
-            config,
-            Sender::from_fn(move |message: Value| queue_frame(&to_server, &message)),
-        )?;
-        let completed = Waiters::default();
+        let manager = SessionManager::new(config, sender)?;
         let reader = tokio::spawn(read_from_server(
             frames,
             manager.clone(),
-            completed.clone(),
+            connected.clone(),
             log.clone(),
         ));
         let commands = tokio::spawn(acknowledge_commands(
             manager.clone(),
-            completed.clone(),
+            connected.clone(),
             log.clone(),
         ));
         log.line(format!("connected to {url}"));
         Ok(DeviceClient {
             manager,
             outbox,
-            completed,
+            connected,
             command_timeout: options.command_timeout,
             log,
             reader,
@@ -679,35 +790,49 @@ impl DeviceClient {
         Ok(session.send_with(query, options).await?)
     }
 
-    /// Sends the non-session `{"type":"command","command":name}` and waits
-    /// until the server's command session reports it completed (this client
-    /// acknowledges each step as it comes). Run one command of a given name
-    /// at a time.
+    /// Sends the non-session `{"type":"command","command":name,"id":n}` and
+    /// waits until the server's command session reports it completed (this
+    /// client acknowledges each step as it comes), or the server refuses it.
     pub async fn command(&self, name: &str) -> Result<CommandDone, ClientError> {
-        let (done, mut done_rx) = mpsc::unbounded_channel();
-        self.completed
+        let id = self.connected.next_id.fetch_add(1, Ordering::SeqCst);
+        let (done, outcome) = oneshot::channel();
+        self.connected
+            .waiting
             .lock()
             .expect("lock")
-            .insert(name.to_owned(), done);
-        let command = json!({ "type": "command", "command": name });
-        queue_frame(&self.outbox, &command).map_err(SessionError::Transport)?;
-        self.log.line(format!("command {name:?} sent"));
-        match tokio::time::timeout(self.command_timeout, done_rx.recv()).await {
-            Ok(Some(done)) => Ok(done),
-            Ok(None) => Err(ClientError::Closed(name.to_owned())),
+            .insert(id, done);
+        // Checked after registering: a close either sees the waiter or is
+        // seen here.
+        if self.connected.closed.load(Ordering::SeqCst) {
+            self.connected.finish(Some(id), Err(ClientError::Closed));
+        } else {
+            let command = json!({ "type": "command", "command": name, "id": id });
+            if let Err(error) = queue_frame(&self.outbox, &command) {
+                self.connected
+                    .finish(Some(id), Err(SessionError::Transport(error).into()));
+            } else {
+                self.log.line(format!("command {name:?} sent"));
+            }
+        }
+        match tokio::time::timeout(self.command_timeout, outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => {
-                self.completed.lock().expect("lock").remove(name);
+                self.connected.waiting.lock().expect("lock").remove(&id);
                 Err(ClientError::CommandTimeout(name.to_owned()))
             }
         }
     }
 
-    /// Closes the connection with a WebSocket close handshake: waits (up to
-    /// two seconds) for the server's close frame.
+    /// Closes the connection with a WebSocket close handshake, waiting at
+    /// most two seconds for the server's close frame.
     pub async fn close(mut self) {
-        if self.outbox.send(Frame::Close(None)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.reader).await;
-        }
+        let handshake = async {
+            if self.outbox.send(Frame::Close(None)).await.is_ok() {
+                let _ = (&mut self.reader).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), handshake).await;
     }
 }
 
@@ -724,7 +849,7 @@ impl Drop for DeviceClient {
 async fn read_from_server(
     mut frames: SplitStream<WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
     manager: SessionManager,
-    completed: Waiters,
+    connected: Arc<Connected>,
     log: Log,
 ) {
     let port = manager.default_port();
@@ -736,50 +861,58 @@ async fn read_from_server(
             Some(Ok(_)) => continue,
             Some(Err(error)) => break format!("connection error: {error}"),
         };
-        match parse_frame(&bytes, manager.session_id_name()) {
-            Ok(message) => match port.dispatch(message) {
-                Routed::NotSession(message) => {
-                    log.line(format!("server says: {}", short(&message)))
-                }
-                Routed::Dropped(reason) => {
-                    log.line(format!("message from the server dropped: {reason:?}"))
-                }
-                _ => {}
-            },
-            Err(bad) => log.line(format!("bad frame from the server ignored: {bad}")),
+        let message = match parse_frame(&bytes, manager.session_id_name()) {
+            Ok(message) => message,
+            Err(bad) => {
+                log.line(format!("bad frame from the server ignored: {bad}"));
+                continue;
+            }
+        };
+        match port.dispatch(message) {
+            Routed::NotSession(message) if message["type"] == "error" => {
+                log.line(format!("server says: {}", short(&message)));
+                let reason = message["error"].as_str().unwrap_or("no reason given");
+                let refused = ClientError::Refused(reason.to_owned());
+                connected.finish(message["id"].as_u64(), Err(refused));
+            }
+            Routed::NotSession(message) => log.line(format!("server says: {}", short(&message))),
+            Routed::Dropped(reason) => {
+                log.line(format!("message from the server dropped: {reason:?}"))
+            }
+            Routed::Reply(_) | Routed::Queued(_) | Routed::Opened(_) => {}
         }
     };
     log.line(format!("connection {reason}"));
-    // Nothing can answer any more: fail what waits now, not at its timeout.
+    // Nothing can answer any more: refuse new sends, fail what waits now
+    // (not at its timeout), and end every session.
+    connected.close();
     let _ = manager.abort(Cause::msg(format!("connection {reason}")));
-    completed.lock().expect("lock").clear();
+    let _ = manager.clear();
 }
 
 /// Answers the server's command sessions: acknowledges `processing` and
 /// `completed`, and reports each completed command to whoever waits for it.
-async fn acknowledge_commands(manager: SessionManager, completed: Waiters, log: Log) {
+async fn acknowledge_commands(manager: SessionManager, connected: Arc<Connected>, log: Log) {
     let mut events = manager.events();
     drop(manager);
     while let Some(mut session) = events.next_session().await {
-        let completed = completed.clone();
-        let log = log.clone();
+        let (connected, log) = (connected.clone(), log.clone());
         tokio::spawn(async move {
             while let Ok(update) = session.recv().await {
                 let command = update["command"].as_str().unwrap_or("?").to_owned();
-                let status = update["status"].as_str().unwrap_or("?");
+                let status = short(update["status"].as_str().unwrap_or("?"));
                 log.line(format!(
-                    "server session {}: {command:?} {status}",
-                    session.id()
+                    "server session {}: {:?} {status}",
+                    session.id(),
+                    short(&command)
                 ));
                 if session.post(json!({ "type": "ack" })).await.is_err() {
                     break;
                 }
                 if status == "completed" {
                     let result = update["result"].as_str().unwrap_or("").to_owned();
-                    let waiter = completed.lock().expect("lock").remove(&command);
-                    if let Some(waiter) = waiter {
-                        let _ = waiter.send(CommandDone { command, result });
-                    }
+                    let done = CommandDone { command, result };
+                    connected.finish(update["id"].as_u64(), Ok(done));
                     break; // the server ends the session after this step
                 }
             }

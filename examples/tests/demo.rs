@@ -18,7 +18,7 @@ fn the_demo_runs_every_step_and_says_so() {
         "\"getStatus\" completed and acknowledged",
         // a retry and a timeout
         "getDeviceStatus delivery 1 ignored (simulated loss)",
-        "(one timeout, one retry)",
+        "answered once the request was sent again",
         "session timed out, as it should",
         // bad input and a client gone mid-conversation
         "bad frame ignored: invalid JSON",

@@ -207,29 +207,78 @@ fn an_endless_line_ends_only_that_connection() {
 }
 
 #[test]
-fn a_client_gone_mid_conversation_leaves_nothing_behind() {
+fn a_flood_of_sessions_is_capped_and_a_client_gone_mid_burst_leaves_nothing() {
     smol::block_on(async {
         let (server, mut log) = server().await;
         let mut raw = RawClient::connect(&server).await;
         raw.write(b"{\"sid\":1,\"command\":\"getTime\"}\n").await;
         assert_eq!(raw.read_json().await["sid"], 1);
-        // Thousands of requests, never reading the answers: the socket's
-        // buffers fill, the server's answers queue up and its handlers wait
-        // for room. Then the client is gone, half a line in.
+        // Thousands of new sessions at once, never reading the answers,
+        // then gone half a line in.
         let mut burst = Vec::new();
         for sid in 0..20_000u32 {
-            burst.extend_from_slice(
-                format!("{{\"sid\":{},\"command\":\"getTime\"}}\n", sid % 60_000 + 2).as_bytes(),
-            );
+            let line = format!("{{\"sid\":{},\"command\":\"getTime\"}}\n", sid + 2);
+            burst.extend_from_slice(line.as_bytes());
         }
         burst.extend_from_slice(b"{\"sid\":5,\"command\":\"get");
         raw.write(&burst).await;
+        // The server holds at most max_sessions_per_client of them at once;
+        // the others are refused and counted.
+        let cap = ServerOptions::default().max_sessions_per_client;
+        log.wait_for("session message dropped: IncomingLimit").await;
+        eventually("the burst is read", || {
+            let stats = server.stats();
+            stats.counters.incoming_refused > 0 && stats.live_sessions <= cap as usize
+        })
+        .await;
         drop(raw);
 
         log.wait_for("disconnected").await;
         assert_nothing_left(&server).await;
         // A new client is served as before.
         client(&server).await.get_time().await.expect("served");
+    })
+}
+
+#[test]
+fn a_client_that_closes_its_writing_half_still_gets_its_answers() {
+    smol::block_on(async {
+        let (server, mut log) = server().await;
+        for _ in 0..5 {
+            let mut raw = RawClient::connect(&server).await;
+            raw.write(
+                b"{\"sid\":1,\"command\":\"getTime\"}\n{\"sid\":2,\"command\":\"getTime\"}\n",
+            )
+            .await;
+            raw.writer.shutdown(std::net::Shutdown::Write).unwrap();
+            let (first, second) = (raw.read_json().await, raw.read_json().await);
+            let mut sids = [first["sid"].as_u64(), second["sid"].as_u64()];
+            sids.sort();
+            assert_eq!(sids, [Some(1), Some(2)]);
+            log.wait_for("disconnected (closed)").await;
+        }
+        assert_nothing_left(&server).await;
+    })
+}
+
+#[test]
+fn a_silent_client_is_let_go() {
+    smol::block_on(async {
+        let (log, mut lines) = Log::capture("server");
+        let options = ServerOptions {
+            idle_timeout: Duration::from_millis(300),
+            ..ServerOptions::default()
+        };
+        let server = TimeServer::bind("127.0.0.1:0", options, log).await.unwrap();
+        let mut raw = RawClient::connect(&server).await;
+        lines.wait_for("disconnected (silent for 300ms)").await;
+        let mut line = String::new();
+        let read = raw.reader.read_line(&mut line).await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "closed by the server: {read:?}"
+        );
+        assert_nothing_left(&server).await;
     })
 }
 

@@ -31,8 +31,12 @@ fn options() -> ServerOptions {
 }
 
 async fn server() -> (DeviceServer, LogLines) {
+    server_with(options()).await
+}
+
+async fn server_with(options: ServerOptions) -> (DeviceServer, LogLines) {
     let (log, lines) = Log::capture("server");
-    let server = DeviceServer::bind("127.0.0.1:0", options(), log)
+    let server = DeviceServer::bind("127.0.0.1:0", options, log)
         .await
         .expect("bind 127.0.0.1:0");
     (server, lines)
@@ -56,7 +60,10 @@ async fn raw_client(server: &DeviceServer) -> RawClient {
 }
 
 /// The next text frame from the server, as JSON.
-async fn next_json(raw: &mut RawClient) -> Value {
+async fn next_json<S>(raw: &mut WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let frame = tokio::time::timeout(common::PATIENCE, raw.next())
             .await
@@ -345,12 +352,110 @@ async fn a_command_flood_is_capped_per_client() {
     assert_eq!((processing, refused), (cap, flood + 1 - cap));
     assert_eq!(server.stats().waiting_sends, cap);
     server_log.wait_for("already running").await;
-    server_log.wait_for("command refused: no valid name").await;
+    server_log
+        .wait_for("command refused: a command needs a name")
+        .await;
 
     // Everyone else is served meanwhile; then the flooder leaves.
     let (client, _) = client(&server, "client").await;
     client.command("getStatus").await.expect("served");
     client.close().await;
     drop(raw);
+    assert_nothing_left(&server).await;
+}
+
+#[tokio::test]
+async fn refused_commands_fail_at_once_and_same_named_commands_all_complete() {
+    let (server, _server_log) = server().await;
+    let (client, _) = client(&server, "client").await;
+
+    let started = std::time::Instant::now();
+    let refused = client.command(&"x".repeat(65)).await;
+    assert!(
+        matches!(&refused, Err(ClientError::Refused(reason)) if reason.contains("name of 1 to 64 bytes")),
+        "{refused:?}"
+    );
+    // Told by the server, not by the 30 s command timeout.
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let (a, b, c) = tokio::join!(
+        client.command("getStatus"),
+        client.command("getStatus"),
+        client.command("getStatus")
+    );
+    for done in [a, b, c] {
+        assert_eq!(done.expect("each completes").command, "getStatus");
+    }
+    client.close().await;
+    assert_nothing_left(&server).await;
+}
+
+#[tokio::test]
+async fn silent_connections_are_let_go() {
+    let (server, mut server_log) = server_with(ServerOptions {
+        handshake_timeout: Duration::from_millis(200),
+        idle_timeout: Duration::from_millis(300),
+        ..options()
+    })
+    .await;
+
+    // A TCP connection that never starts the WebSocket handshake.
+    let mut silent = TcpStream::connect(server.local_addr()).await.unwrap();
+    server_log
+        .wait_for("no handshake within 200ms; closed")
+        .await;
+    let mut byte = [0u8; 1];
+    let read = tokio::io::AsyncReadExt::read(&mut silent, &mut byte).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the server closed it: {read:?}"
+    );
+
+    // A client that connects and then says nothing: the server closes the
+    // connection, and the client fails at once from then on.
+    let (client, mut client_log) = client(&server, "client").await;
+    server_log.wait_for("disconnected (silent for 300ms)").await;
+    client_log.wait_for("connection closed").await;
+    let command = client.command("getStatus").await;
+    assert!(matches!(command, Err(ClientError::Closed)), "{command:?}");
+    let query = client
+        .query(
+            json!({ "type": "query", "query": "getDeviceList" }),
+            SendOptions::default(),
+        )
+        .await;
+    assert!(
+        matches!(query, Err(ClientError::Session(SessionError::Transport(_)))),
+        "{query:?}"
+    );
+    assert_nothing_left(&server).await;
+}
+
+#[tokio::test]
+async fn a_quick_reconnection_from_the_same_address_gets_its_own_port() {
+    let (server, _server_log) = server().await;
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = first.local_addr().unwrap();
+    drop(first);
+    for _ in 0..3 {
+        // The same local address each time, reconnected at once.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(local).unwrap();
+        let stream = socket.connect(server.local_addr()).await.unwrap();
+        let url = format!("ws://{}", server.local_addr());
+        let (mut raw, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+        raw.send(Frame::text(
+            r#"{"sid":1,"type":"query","query":"getDeviceList"}"#,
+        ))
+        .await
+        .unwrap();
+        // Each connection is served, even while the server may still be
+        // tearing down the previous one from the same address.
+        assert_eq!(next_json(&mut raw).await["sid"], 1);
+        // Reset (no TIME_WAIT), so the address is free again at once.
+        raw.get_ref().set_zero_linger().unwrap();
+        drop(raw);
+    }
     assert_nothing_left(&server).await;
 }

@@ -12,13 +12,11 @@ use serde_json::json;
 use std::time::Duration;
 
 fn main() {
-    let addr = match std::env::args().nth(1).as_deref() {
-        None => "127.0.0.1:3000".to_owned(),
-        Some("-h" | "--help") => {
-            println!("usage: tcp-client [SERVER_ADDR]   (default 127.0.0.1:3000)");
-            return;
-        }
-        Some(addr) => addr.to_owned(),
+    let Some(addr) = psession_examples::address_argument(
+        "127.0.0.1:3000",
+        "usage: tcp-client [SERVER_ADDR]   (default 127.0.0.1:3000)",
+    ) else {
+        return;
     };
     let log = Log::stdout("tcp-client");
     let outcome = smol::block_on(async {

@@ -12,13 +12,11 @@ use psession_examples::log::Log;
 use psession_examples::tcp::{ServerOptions, TimeServer};
 
 fn main() {
-    let addr = match std::env::args().nth(1).as_deref() {
-        None => "127.0.0.1:3000".to_owned(),
-        Some("-h" | "--help") => {
-            println!("usage: tcp-server [LISTEN_ADDR]   (default 127.0.0.1:3000)");
-            return;
-        }
-        Some(addr) => addr.to_owned(),
+    let Some(addr) = psession_examples::address_argument(
+        "127.0.0.1:3000",
+        "usage: tcp-server [LISTEN_ADDR]   (default 127.0.0.1:3000)",
+    ) else {
+        return;
     };
     smol::block_on(async {
         let log = Log::stdout("tcp-server");

@@ -21,9 +21,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9000".to_owned());
+    let Some(address) = psession_examples::address_argument(
+        "127.0.0.1:9000",
+        "usage: udp-client [SERVER_ADDR]   (default 127.0.0.1:9000)",
+    ) else {
+        return ExitCode::SUCCESS;
+    };
     let mut client = match UdpClient::connect(&address, Log::stdout("udp-client")) {
         Ok(client) => client,
         Err(error) => {

@@ -17,9 +17,12 @@ use psession_examples::udp::{ServerConfig, UdpServer};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let address = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9000".to_owned());
+    let Some(address) = psession_examples::address_argument(
+        "127.0.0.1:9000",
+        "usage: udp-server [LISTEN_ADDR]   (default 127.0.0.1:9000)",
+    ) else {
+        return ExitCode::SUCCESS;
+    };
     let log = Log::stdout("udp-server");
     let config = ServerConfig::default();
     let server = match UdpServer::bind(&address, config.clone(), log.clone()) {

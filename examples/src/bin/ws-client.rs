@@ -13,13 +13,11 @@ use psession_examples::ws::{ClientOptions, DeviceClient};
 
 #[tokio::main]
 async fn main() {
-    let url = match std::env::args().nth(1).as_deref() {
-        None => "ws://127.0.0.1:8080".to_owned(),
-        Some("-h" | "--help") => {
-            println!("usage: ws-client [SERVER_URL]   (default ws://127.0.0.1:8080)");
-            return;
-        }
-        Some(url) => url.to_owned(),
+    let Some(url) = psession_examples::address_argument(
+        "ws://127.0.0.1:8080",
+        "usage: ws-client [SERVER_URL]   (default ws://127.0.0.1:8080)",
+    ) else {
+        return;
     };
     let log = Log::stdout("ws-client");
     if let Err(error) = run(&url, log).await {

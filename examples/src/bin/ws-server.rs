@@ -12,13 +12,11 @@ use psession_examples::ws::{DeviceServer, ServerOptions};
 
 #[tokio::main]
 async fn main() {
-    let addr = match std::env::args().nth(1).as_deref() {
-        None => "127.0.0.1:8080".to_owned(),
-        Some("-h" | "--help") => {
-            println!("usage: ws-server [LISTEN_ADDR]   (default 127.0.0.1:8080)");
-            return;
-        }
-        Some(addr) => addr.to_owned(),
+    let Some(addr) = psession_examples::address_argument(
+        "127.0.0.1:8080",
+        "usage: ws-server [LISTEN_ADDR]   (default 127.0.0.1:8080)",
+    ) else {
+        return;
     };
     let log = Log::stdout("ws-server");
     let _server = match DeviceServer::bind(addr.as_str(), ServerOptions::default(), log).await {
