@@ -104,7 +104,7 @@ impl LogLines {
 }
 
 /// `text` cut to 120 bytes (on a character boundary) for a log line, so a
-/// peer's 16 KiB message does not become a 16 KiB line.
+/// peer's 4 KiB message does not become a 4 KiB line.
 ///
 /// ```
 /// use psession_examples::log::short;

@@ -2,7 +2,7 @@
 //!
 //! The wire is newline-delimited JSON: one object per line. **The server**
 //! ([`TimeServer`]) gives every connected client its own port
-//! (`client_<address>`), whose sender is a bounded channel
+//! (`client_<address>#<connection number>`), whose sender is a bounded channel
 //! ([`Sender::channel`]) drained by a writer task into the socket. It
 //! routes each line with `port.dispatch`; the sessions clients open arrive
 //! on the manager's events stream (seed: `session:create`), and each is
@@ -48,9 +48,11 @@ use std::time::{Duration, Instant, SystemTime};
 const OUTBOX_MESSAGES: usize = 64;
 
 /// Most requests queued unread on one session (the core drops the oldest
-/// beyond it): with the session cap and [`MAX_FRAME_BYTES`], one client can
-/// make the server hold at most 32 × 4 × 16 KiB = 2 MiB of its requests.
-const INBOX_PER_SESSION: u32 = 4;
+/// beyond it); each session is answered once. With the session cap and
+/// [`MAX_FRAME_BYTES`], one client can make the server hold at most 32
+/// queued requests of at most 4 KiB of text each (under 3 MiB once parsed:
+/// a JSON value in memory can take 20 times its text).
+const INBOX_PER_SESSION: u32 = 1;
 
 /// How long a client that closed its writing half may wait for the answers
 /// to what it sent before (`echo '...' | nc -N host port` does this).
@@ -89,7 +91,6 @@ pub struct TimeServer {
     manager: SessionManager,
     clients: Arc<AtomicUsize>,
     _accept: Task<()>,
-    _events: Task<()>,
 }
 
 impl TimeServer {
@@ -108,7 +109,9 @@ impl TimeServer {
             .inbox_capacity(INBOX_PER_SESSION);
         let manager = SessionManager::new(config, Sender::none()).map_err(std::io::Error::other)?;
         let clients = Arc::new(AtomicUsize::new(0));
-        let events = smol::spawn(answer_sessions(manager.clone(), log.clone()));
+        // It ends with the manager, once the server and every connection
+        // are gone.
+        smol::spawn(answer_sessions(manager.clone(), log.clone())).detach();
         let accept = smol::spawn(accept_clients(
             listener,
             manager.clone(),
@@ -122,7 +125,6 @@ impl TimeServer {
             manager,
             clients,
             _accept: accept,
-            _events: events,
         })
     }
 
@@ -150,7 +152,7 @@ async fn accept_clients(
     clients: Arc<AtomicUsize>,
     log: Log,
 ) {
-    for number in 1.. {
+    for number in 1u64.. {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if clients.load(Ordering::SeqCst) >= options.max_clients {
@@ -339,8 +341,7 @@ pub enum ClientError {
 /// A connected TCP time client. Dropping it closes the connection.
 pub struct TimeClient {
     manager: SessionManager,
-    _reader: Task<()>,
-    _writer: Task<()>,
+    _connection: Task<()>,
 }
 
 impl TimeClient {
@@ -360,11 +361,20 @@ impl TimeClient {
             .partition(SidPartition::Odd);
         let manager = SessionManager::new(config, sender).map_err(std::io::Error::other)?;
         let writer = smol::spawn(write_lines(stream.clone(), outbound));
-        let reader = smol::spawn(read_from_server(stream, manager.clone(), log.clone()));
+        let reader = read_from_server(stream, manager.clone(), log.clone());
+        let client = manager.clone();
+        let connection = smol::spawn(async move {
+            let reason = reader.await;
+            log.line(format!("connection {reason}"));
+            // Nothing can answer any more. Dropping the writer drops the
+            // outbound stream, so every later request fails at once with
+            // Transport; then what waits fails now, not at its timeout.
+            drop(writer);
+            let _ = client.abort(Cause::msg(format!("connection {reason}")));
+        });
         Ok(TimeClient {
             manager,
-            _reader: reader,
-            _writer: writer,
+            _connection: connection,
         })
     }
 
@@ -390,8 +400,9 @@ impl TimeClient {
     }
 }
 
-/// Routes every line from the server into the client's manager.
-async fn read_from_server(stream: TcpStream, manager: SessionManager, log: Log) {
+/// Routes every line from the server into the client's manager, until the
+/// connection ends; returns why it ended.
+async fn read_from_server(stream: TcpStream, manager: SessionManager, log: Log) -> String {
     let port = manager.default_port();
     let mut lines = BufReader::new(stream);
     let reason = loop {
@@ -409,7 +420,5 @@ async fn read_from_server(stream: TcpStream, manager: SessionManager, log: Log) 
             Err(bad) => log.line(format!("bad line from the server ignored: {bad}")),
         }
     };
-    log.line(format!("connection {reason}"));
-    // Nothing can answer any more: fail what waits now, not at its timeout.
-    let _ = manager.abort(Cause::msg(format!("connection {reason}")));
+    reason
 }

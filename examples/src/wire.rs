@@ -10,7 +10,7 @@ use serde_json::Value;
 
 /// Most bytes one frame may have. Longer frames are refused before they
 /// are parsed (and, on TCP, before they are read into memory).
-pub const MAX_FRAME_BYTES: usize = 16 * 1024;
+pub const MAX_FRAME_BYTES: usize = 4 * 1024;
 
 /// Why a frame from a peer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

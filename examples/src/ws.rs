@@ -2,12 +2,16 @@
 //! Tokio with `tokio-tungstenite`.
 //!
 //! **The server** ([`DeviceServer`]) gives every connected client its own
-//! psession port, named by the client's address. Every frame a client sends
-//! is checked ([`parse_frame`]) and routed with one call, `port.dispatch`:
+//! psession port, named by the client's address and a connection number
+//! (`127.0.0.1:50312#7`). Every frame a client sends is checked
+//! ([`parse_frame`]) and routed with one call, `port.dispatch`:
 //!
 //! - a session the client opens (`{"sid":1,"type":"query",...}`) arrives as
-//!   [`ManagerEvent::Incoming`]; the server answers each query on it:
-//!   `getDeviceList`, `getDeviceDetails`, `getDeviceStatus`;
+//!   [`ManagerEvent::Incoming`]; the server answers its query
+//!   (`getDeviceList`, `getDeviceDetails`, `getDeviceStatus`) and ends its
+//!   side of the session. Nothing on the wire says when the client is done
+//!   with a session, so this is how the server lets go of it; the client's
+//!   next turn on the same session (same sid) simply opens it again here;
 //! - a non-session `{"type":"command","command":"getStatus"}` makes the
 //!   server open a session of its own to that client and hold a two-turn
 //!   conversation on it: `processing` (the client acknowledges), the work,
@@ -71,11 +75,13 @@ const MAX_COMMAND_NAME: usize = 64;
 /// lives until it has been idle for [`ServerOptions::session_max_life`]).
 pub const MAX_SESSIONS_PER_CLIENT: u32 = 32;
 
-/// Most requests queued unread on one session; beyond it the oldest is
-/// dropped (and counted). With [`MAX_SESSIONS_PER_CLIENT`] and
-/// [`MAX_FRAME_BYTES`], a client can make the server hold at most
-/// 32 × 4 × 16 KiB = 2 MiB of its requests.
-const INBOX_PER_SESSION: u32 = 4;
+/// Most messages queued unread on one session (the core drops the oldest
+/// beyond it). A query session needs one; a retransmission replaces it.
+/// With the caps on sessions and commands and [`MAX_FRAME_BYTES`], one
+/// client can make the server hold at most 48 queued messages of at most
+/// 4 KiB of text each (about 4 MiB once parsed: a JSON value in memory can
+/// take 20 times its text).
+const INBOX_PER_SESSION: u32 = 1;
 
 /// Most bytes tungstenite may buffer for one connection's socket (pongs
 /// included): a client that sends but never reads cannot grow it further.
@@ -98,9 +104,9 @@ pub struct ServerOptions {
     /// How long the server waits for a client to acknowledge each step of
     /// a command (seed: `sessionTimeout: 10000`).
     pub session_timeout: Duration,
-    /// How long a session the client opened lives on the server once it is
-    /// idle. Nothing on the wire says the client has ended it, so this is
-    /// how the server lets go of finished conversations.
+    /// How long a session the client opened may stay unanswered on the
+    /// server (waiting for a retransmission, say) before it expires. The
+    /// server ends every session it has answered at once.
     pub session_max_life: Duration,
     /// The simulated work between a command's `processing` and its
     /// `completed` (the seed waits 1 s).
@@ -213,7 +219,7 @@ async fn accept_clients(
     clients: Arc<AtomicUsize>,
     log: Log,
 ) {
-    for number in 1.. {
+    for number in 1u64.. {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if clients.load(Ordering::SeqCst) >= options.max_clients {
@@ -311,18 +317,25 @@ impl Connection {
         };
         self.log.line(format!("client {client} connected"));
 
-        let reason = self.read_frames(frames, &port, &outbox).await;
+        // A connection that can no longer be written to (a write error, or
+        // tungstenite's write buffer full) is ended too.
+        let reason = tokio::select! {
+            reason = self.read_frames(frames, &port, &outbox) => reason,
+            _ = &mut writer => "its socket cannot be written to".to_owned(),
+        };
 
         // Fail whatever still waits on this client, then free its port.
         let _ = port.abort(Cause::msg(format!("client {client} disconnected")));
         let _ = port.destroy();
         // Finish the close handshake, but never wait long for a peer.
-        let _ = outbox.try_send(Frame::Close(None));
-        if tokio::time::timeout(Duration::from_secs(1), &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
+        if !writer.is_finished() {
+            let _ = outbox.try_send(Frame::Close(None));
+            if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+                .await
+                .is_err()
+            {
+                writer.abort();
+            }
         }
         self.log.line(format!(
             "client {client} disconnected ({reason}); its port is destroyed"
@@ -489,8 +502,11 @@ async fn answer_incoming_sessions(manager: SessionManager, options: ServerOption
     }
 }
 
-/// Answers the queries of one session the client opened, until the session
-/// ends (it expires when idle, or its client disconnects).
+/// Answers the query of one session the client opened, then ends the
+/// session (by dropping it). A request asking for a simulated loss
+/// (`"simulateLoss": n`) has its first n deliveries on the session ignored:
+/// the session waits for the retransmission, and expires after
+/// `session_max_life` if none comes.
 async fn answer_queries(mut session: Session, options: ServerOptions, log: Log) {
     // Deliveries ignored so far on this session, for requests asking for a
     // simulated loss (`"simulateLoss": n` ignores the first n).
@@ -515,9 +531,8 @@ async fn answer_queries(mut session: Session, options: ServerOptions, log: Log) 
             return;
         }
         let reply = answer_query(&request);
-        if session.post(reply).await.is_err() {
-            return;
-        }
+        let _ = session.post(reply).await;
+        return;
     }
 }
 

@@ -321,3 +321,44 @@ fn a_client_fails_at_once_when_the_server_goes_away() {
         lines.wait_for("connection closed").await;
     })
 }
+
+#[test]
+fn a_dropped_server_still_serves_its_connected_clients() {
+    smol::block_on(async {
+        let (server, _log) = server().await;
+        let client = client(&server).await;
+        drop(server);
+        client.get_time().await.expect("still served");
+    })
+}
+
+#[test]
+fn requests_after_the_server_hung_up_fail_at_once() {
+    smol::block_on(async {
+        let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (log, mut lines) = Log::capture("client");
+        let client = TimeClient::connect(addr, Duration::from_secs(60), log)
+            .await
+            .unwrap();
+        drop(listener.accept().await.unwrap());
+        lines.wait_for("connection closed").await;
+        let started = std::time::Instant::now();
+        for _ in 0..3 {
+            let failed = client.get_time().await;
+            assert!(
+                matches!(
+                    failed,
+                    Err(psession_examples::tcp::ClientError::Session(
+                        SessionError::Transport(_)
+                    ))
+                ),
+                "{failed:?}"
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not at the 60 s timeout"
+        );
+    })
+}

@@ -459,3 +459,35 @@ async fn a_quick_reconnection_from_the_same_address_gets_its_own_port() {
     }
     assert_nothing_left(&server).await;
 }
+
+#[tokio::test]
+async fn many_quick_queries_are_all_answered() {
+    let (server, _server_log) = server().await;
+    let (client, _) = client(&server, "client").await;
+    // More than the server's cap of open sessions per client, within its
+    // session lifetime: it ends each session once answered.
+    let count = psession_examples::ws::MAX_SESSIONS_PER_CLIENT * 3;
+    for _ in 0..count {
+        let query = json!({ "type": "query", "query": "getDeviceList" });
+        let list = client
+            .query(query, SendOptions::default())
+            .await
+            .expect("answered");
+        assert_eq!(list["devices"][0]["id"], "lamp-1");
+    }
+    assert_eq!(server.stats().live_sessions, 0);
+    client.close().await;
+    assert_nothing_left(&server).await;
+}
+
+#[tokio::test]
+async fn a_dropped_server_still_serves_its_connected_clients() {
+    let (server, _server_log) = server().await;
+    let (client, _) = client(&server, "client").await;
+    drop(server);
+    let (_, details) = client
+        .device_list_then_details()
+        .await
+        .expect("still served");
+    assert_eq!(details["device"]["id"], "lamp-1");
+}
