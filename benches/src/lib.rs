@@ -3,6 +3,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod baseline;
+pub mod oneshot_correlator;
+
 use criterion::Criterion;
 use std::time::Duration;
 

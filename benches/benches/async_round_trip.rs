@@ -1,0 +1,484 @@
+//! Async round trips through psession's drivers, next to the same work done
+//! by a hand-written correlator and by tarpc, on Tokio and on smol.
+//!
+//! Every contender wires a client and a server back to back in memory with
+//! bounded channels of [`CAPACITY`] messages, and carries the same JSON
+//! messages ([`request`], [`answer`]) with a `"sid"` field written by the
+//! client side and read back to match the reply:
+//!
+//! - `psession`: two `SessionManager`s, each with a `Sender::channel`
+//!   whose `Outbound` a forwarder task dispatches into the other's default
+//!   port (the README's "Quick look"). The server takes each session from
+//!   `server.events()` and spawns a task that `recv`s each request and
+//!   `post`s the answer; it ends its side after the request marked
+//!   `"last"`. The client `send`s on a `Session`.
+//! - `oneshot_correlator`: `psession_benches::oneshot_correlator`: a
+//!   `HashMap<sid, oneshot::Sender>` behind a mutex, a reader task routing
+//!   replies by sid, and one server task answering every request.
+//! - `tarpc` (Tokio only): a `#[tarpc::service]` over
+//!   `tarpc::transport::channel::bounded`, served as tarpc documents it
+//!   (`BaseChannel::execute`, one spawned task per request), with the
+//!   client's dispatch task spawned. tarpc correlates by its own request
+//!   id; the sid is still written into the request and copied into the
+//!   reply, so the JSON work is the same. tarpc is not runtime-neutral: its
+//!   client and server keep deadlines in `tokio_util`'s `DelayQueue`, which
+//!   needs Tokio's timer, so it has no smol variant.
+//!
+//! Two workloads, each in group `async_round_trip` (Tokio) and
+//! `async_round_trip_smol`:
+//!
+//! - `sequential/<contender>`: one conversation, one turn after another;
+//!   the time of one turn (request out, reply back). Tokio: a
+//!   current-thread runtime for every task. smol: the turns run in a task
+//!   on smol's global executor, with every other task (psession's
+//!   forwarders, server and driver task, the baselines' reader and
+//!   server); the bench thread only waits for the run (`smol::block_on`).
+//! - `sessions_1000x100/<contender>`: 1,000 conversations at once, each
+//!   doing 100 turns (then ending); the time of the whole batch of 100,000
+//!   round trips (criterion's throughput is per round trip). Tokio: a
+//!   multi-threaded runtime with 2 workers (the CI machine's cores) for
+//!   every contender. smol: the 1,000 tasks on smol's global executor
+//!   (one thread unless `SMOL_THREADS` says otherwise). With 1,000
+//!   conversations answered at once, the servers' replies wait for room in
+//!   their 64-message channels: psession's `post`s as the baselines'
+//!   `send`s.
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
+};
+use psession_benches::oneshot_correlator::{answer, on_smol, on_tokio, request};
+use psession_benches::quick;
+use serde_json::Value;
+
+/// Capacity of every in-memory channel, in messages.
+const CAPACITY: usize = 64;
+/// Concurrent conversations of the batch workload.
+const SESSIONS: u64 = 1_000;
+/// Turns per conversation of the batch workload.
+const TURNS: u64 = 100;
+
+/// Checks that a reply answers turn `turn` (every contender checks it).
+fn check(reply: &Value, turn: u64) {
+    assert_eq!(
+        reply["turn"].as_u64(),
+        Some(turn),
+        "a reply reached the wrong waiter"
+    );
+}
+
+/// psession wired back to back, for one runtime crate (`psession_tokio`
+/// or `psession_smol`, whose APIs are the same) and its `spawn`.
+macro_rules! psession_wiring {
+    ($name:ident, $psession:ident, spawn: |$task:ident| $spawn:expr) => {
+        mod $name {
+            use super::{answer, CAPACITY};
+            use serde_json::Value;
+            use $psession::{ManagerConfig, ManagerEvent, Sender, SessionManager};
+
+            /// A client manager and the server answering it. Dropping it
+            /// shuts both down, which ends every task of the wiring.
+            pub struct Wiring {
+                pub client: SessionManager,
+                _server: SessionManager,
+            }
+
+            /// Spawns the forwarders and the server (inside the runtime).
+            pub fn wire() -> Wiring {
+                let (to_server, mut client_out) = Sender::<Value>::channel(CAPACITY);
+                let (to_client, mut server_out) = Sender::<Value>::channel(CAPACITY);
+                let client = SessionManager::new(ManagerConfig::default(), to_server).unwrap();
+                let server = SessionManager::new(ManagerConfig::default(), to_client).unwrap();
+                let (server_port, client_port) = (server.default_port(), client.default_port());
+                let $task = async move {
+                    while let Some(message) = client_out.recv().await {
+                        server_port.dispatch(message);
+                    }
+                };
+                $spawn;
+                let $task = async move {
+                    while let Some(message) = server_out.recv().await {
+                        client_port.dispatch(message);
+                    }
+                };
+                $spawn;
+                let mut events = server.events();
+                let $task = async move {
+                    while let Some(event) = events.next().await {
+                        if let ManagerEvent::Incoming(mut session) = event {
+                            let $task = async move {
+                                while let Ok(request) = session.recv().await {
+                                    let last = request["last"] == true;
+                                    if session.post(answer(&request)).await.is_err() || last {
+                                        break;
+                                    }
+                                }
+                            };
+                            $spawn;
+                        }
+                    }
+                };
+                $spawn;
+                Wiring {
+                    client,
+                    _server: server,
+                }
+            }
+        }
+    };
+}
+
+psession_wiring!(psession_on_tokio, psession_tokio, spawn: |task| drop(tokio::spawn(task)));
+psession_wiring!(psession_on_smol, psession_smol, spawn: |task| smol::spawn(task).detach());
+
+/// tarpc's side of the comparison: a service with one RPC, a turn.
+mod with_tarpc {
+    use super::{answer, CAPACITY};
+    use futures::{FutureExt, StreamExt};
+    use serde_json::Value;
+    use tarpc::server::{BaseChannel, Channel};
+    use tarpc::{client, context};
+
+    #[tarpc::service]
+    pub trait Turns {
+        /// Answers one request.
+        async fn turn(request: Value) -> Value;
+    }
+
+    #[derive(Clone)]
+    struct TurnServer;
+
+    impl Turns for TurnServer {
+        async fn turn(self, _: context::Context, request: Value) -> Value {
+            let mut reply = answer(&request);
+            reply["sid"] = request["sid"].clone();
+            reply
+        }
+    }
+
+    /// A client whose server runs in spawned tasks (inside a Tokio runtime).
+    pub fn wire() -> TurnsClient {
+        let (client_side, server_side) = tarpc::transport::channel::bounded(CAPACITY);
+        let server = BaseChannel::with_defaults(server_side)
+            .execute(TurnServer.serve())
+            .for_each(|response| async move {
+                drop(tokio::spawn(response));
+            });
+        drop(tokio::spawn(server));
+        let client::NewClient { client, dispatch } =
+            TurnsClient::new(client::Config::default(), client_side);
+        drop(tokio::spawn(dispatch.map(drop)));
+        client
+    }
+}
+
+/// One turn of a tarpc "conversation": the sid is written into the request
+/// like everyone else's, though tarpc matches the reply by its own id.
+async fn tarpc_turn(client: &with_tarpc::TurnsClient, sid: u64, turn: u64, last: bool) {
+    let mut message = request(turn, last);
+    message["sid"] = sid.into();
+    let reply = client
+        .turn(tarpc::context::current(), message)
+        .await
+        .unwrap();
+    check(&reply, turn);
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// Sets the group up for the sequential workload.
+fn sequential(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    group.sampling_mode(SamplingMode::Auto);
+    group.throughput(Throughput::Elements(1));
+}
+
+/// Sets the group up for the batch workload: each iteration is long (0.1 s
+/// to 1 s), so every sample runs the same number of them (flat sampling);
+/// the full mode takes 20 samples in 16 s (one batch per sample at worst),
+/// the quick mode criterion's minimum, 10.
+fn batch(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Elements(SESSIONS * TURNS));
+    if !quick() {
+        group.sample_size(20);
+        group.measurement_time(Duration::from_secs(16));
+    }
+}
+
+fn on_tokio_runtime(c: &mut Criterion) {
+    let mut group = c.benchmark_group("async_round_trip");
+
+    sequential(&mut group);
+    group.bench_function("sequential/psession", |b| {
+        let rt = current_thread();
+        let wiring = rt.block_on(async { psession_on_tokio::wire() });
+        let mut session = wiring.client.create_session("default").unwrap();
+        let mut turn = 0;
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    check(&session.send(request(turn, false)).await.unwrap(), turn);
+                    turn += 1;
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.bench_function("sequential/oneshot_correlator", |b| {
+        let rt = current_thread();
+        let client = rt.block_on(async { tokio_correlator() });
+        let mut conversation = client.conversation();
+        let mut turn = 0;
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    check(
+                        &conversation.send(request(turn, false)).await.unwrap(),
+                        turn,
+                    );
+                    turn += 1;
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.bench_function("sequential/tarpc", |b| {
+        let rt = current_thread();
+        let client = rt.block_on(async { with_tarpc::wire() });
+        let mut turn = 0;
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    tarpc_turn(&client, 1, turn, false).await;
+                    turn += 1;
+                }
+                start.elapsed()
+            })
+        });
+    });
+
+    batch(&mut group);
+    group.bench_function("sessions_1000x100/psession", |b| {
+        let rt = multi_thread();
+        let wiring = rt.block_on(async { psession_on_tokio::wire() });
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..SESSIONS)
+                        .map(|_| {
+                            let mut session = wiring.client.create_session("default").unwrap();
+                            tokio::spawn(async move {
+                                for turn in 0..TURNS {
+                                    let reply = session.send(request(turn, turn + 1 == TURNS));
+                                    check(&reply.await.unwrap(), turn);
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                });
+            }
+            start.elapsed()
+        });
+    });
+    group.bench_function("sessions_1000x100/oneshot_correlator", |b| {
+        let rt = multi_thread();
+        let client = rt.block_on(async { tokio_correlator() });
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..SESSIONS)
+                        .map(|_| {
+                            let mut conversation = client.conversation();
+                            tokio::spawn(async move {
+                                for turn in 0..TURNS {
+                                    let reply = conversation.send(request(turn, turn + 1 == TURNS));
+                                    check(&reply.await.unwrap(), turn);
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                });
+            }
+            start.elapsed()
+        });
+    });
+    group.bench_function("sessions_1000x100/tarpc", |b| {
+        let rt = multi_thread();
+        let client = rt.block_on(async { with_tarpc::wire() });
+        let sids = Arc::new(AtomicU64::new(1));
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..SESSIONS)
+                        .map(|_| {
+                            let client = client.clone();
+                            let sid = sids.fetch_add(1, Ordering::Relaxed);
+                            tokio::spawn(async move {
+                                for turn in 0..TURNS {
+                                    tarpc_turn(&client, sid, turn, turn + 1 == TURNS).await;
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                });
+            }
+            start.elapsed()
+        });
+    });
+    group.finish();
+}
+
+/// The hand-written correlator and its server, on Tokio (inside a runtime).
+fn tokio_correlator() -> on_tokio::Client {
+    let (to_server, from_client) = tokio::sync::mpsc::channel(CAPACITY);
+    let (to_client, from_server) = tokio::sync::mpsc::channel(CAPACITY);
+    drop(tokio::spawn(on_tokio::serve(from_client, to_client)));
+    on_tokio::Client::new(to_server, from_server)
+}
+
+/// The hand-written correlator and its server, on smol.
+fn smol_correlator() -> on_smol::Client {
+    let (to_server, from_client) = smol::channel::bounded(CAPACITY);
+    let (to_client, from_server) = smol::channel::bounded(CAPACITY);
+    smol::spawn(on_smol::serve(from_client, to_client)).detach();
+    on_smol::Client::new(to_server, from_server)
+}
+
+fn on_smol_runtime(c: &mut Criterion) {
+    let mut group = c.benchmark_group("async_round_trip_smol");
+
+    sequential(&mut group);
+    // The turns run in a task on the global executor, with every other
+    // task, so that no turn waits for another thread to wake up; the
+    // conversation moves into each run's task and back.
+    group.bench_function("sequential/psession", |b| {
+        let wiring = psession_on_smol::wire();
+        let mut session = Some(wiring.client.create_session("default").unwrap());
+        let mut turn = 0;
+        b.iter_custom(|iters| {
+            let mut s = session.take().unwrap();
+            let first = turn;
+            let (s, elapsed) = smol::block_on(smol::spawn(async move {
+                let start = Instant::now();
+                for turn in first..first + iters {
+                    check(&s.send(request(turn, false)).await.unwrap(), turn);
+                }
+                (s, start.elapsed())
+            }));
+            session = Some(s);
+            turn += iters;
+            elapsed
+        });
+    });
+    group.bench_function("sequential/oneshot_correlator", |b| {
+        let client = smol_correlator();
+        let mut conversation = Some(client.conversation());
+        let mut turn = 0;
+        b.iter_custom(|iters| {
+            let mut c = conversation.take().unwrap();
+            let first = turn;
+            let (c, elapsed) = smol::block_on(smol::spawn(async move {
+                let start = Instant::now();
+                for turn in first..first + iters {
+                    check(&c.send(request(turn, false)).await.unwrap(), turn);
+                }
+                (c, start.elapsed())
+            }));
+            conversation = Some(c);
+            turn += iters;
+            elapsed
+        });
+    });
+
+    batch(&mut group);
+    group.bench_function("sessions_1000x100/psession", |b| {
+        let wiring = psession_on_smol::wire();
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                smol::block_on(async {
+                    let tasks: Vec<_> = (0..SESSIONS)
+                        .map(|_| {
+                            let mut session = wiring.client.create_session("default").unwrap();
+                            smol::spawn(async move {
+                                for turn in 0..TURNS {
+                                    let reply = session.send(request(turn, turn + 1 == TURNS));
+                                    check(&reply.await.unwrap(), turn);
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await;
+                    }
+                });
+            }
+            start.elapsed()
+        });
+    });
+    group.bench_function("sessions_1000x100/oneshot_correlator", |b| {
+        let client = smol_correlator();
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                smol::block_on(async {
+                    let tasks: Vec<_> = (0..SESSIONS)
+                        .map(|_| {
+                            let mut conversation = client.conversation();
+                            smol::spawn(async move {
+                                for turn in 0..TURNS {
+                                    let reply = conversation.send(request(turn, turn + 1 == TURNS));
+                                    check(&reply.await.unwrap(), turn);
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await;
+                    }
+                });
+            }
+            start.elapsed()
+        });
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = psession_benches::criterion();
+    targets = on_tokio_runtime, on_smol_runtime
+}
+criterion_main!(benches);

@@ -1,0 +1,333 @@
+//! The hand-written baseline of the `async_round_trip` benchmarks: what an
+//! application would write instead of psession to match replies to
+//! requests by sid, and the JSON workload every contender of those
+//! benchmarks carries.
+//!
+//! The correlator is a `HashMap<u64, oneshot::Sender<Value>>` behind a
+//! [`std::sync::Mutex`]: a request registers a oneshot under its sid,
+//! writes the sid into the message and pushes it into a bounded in-memory
+//! channel; a reader task reads the peer's messages, takes the sid out of
+//! each and completes the oneshot registered under it. The peer is
+//! [`on_tokio::serve`] (or [`on_smol::serve`]): one task that answers each
+//! request with [`answer`], copying its sid. Nothing else: no timeout, no
+//! retry, no incoming sessions, no cleanup of a waiter whose reply never
+//! comes. That is the floor psession's bookkeeping is measured against.
+//!
+//! Two flavours with the same API: [`on_tokio`] (Tokio's `mpsc` and
+//! `oneshot`) and [`on_smol`] (`async-channel`, which smol re-exports, and
+//! `futures-channel`'s runtime-neutral `oneshot`).
+
+use serde_json::{json, Value};
+
+/// The request of turn `turn` of a conversation; `last` marks its final
+/// turn (the psession server then ends its side of the session).
+pub fn request(turn: u64, last: bool) -> Value {
+    json!({ "command": "turn", "turn": turn, "last": last })
+}
+
+/// The server's reply to `request`, without its sid (each contender writes
+/// the sid its own way).
+pub fn answer(request: &Value) -> Value {
+    json!({ "status": "ok", "turn": request["turn"] })
+}
+
+/// The sid of a message: its `"sid"` field, if it is a positive integer.
+fn sid_of(message: &Value) -> Option<u64> {
+    message
+        .get("sid")
+        .and_then(Value::as_u64)
+        .filter(|&sid| sid != 0)
+}
+
+/// Registered waiters by sid.
+type Pending<T> = std::sync::Mutex<std::collections::HashMap<u64, T>>;
+
+/// Locks `pending`, ignoring poisoning (a waiter never panics under it).
+fn lock<T>(pending: &Pending<T>) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, T>> {
+    pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Why a request got no reply: the channel to the peer closed, or the
+/// reader dropped the waiter (the reply stream ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the in-memory channel closed")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+macro_rules! correlator {
+    (
+        $(#[$doc:meta])*
+        $name:ident,
+        to_peer: $tx:ty,
+        from_peer: $rx:ty,
+        oneshot: $oneshot:path,
+        recv: |$r:ident| $recv:expr,
+        spawn: |$task:ident| $spawn:expr $(,)?
+    ) => {
+        $(#[$doc])*
+        pub mod $name {
+            use std::collections::HashMap;
+            use std::sync::atomic::{AtomicU64, Ordering};
+            use std::sync::{Arc, Mutex};
+
+            use serde_json::Value;
+
+            use $oneshot as oneshot;
+
+            use super::{answer, lock, sid_of, Closed, Pending};
+
+            /// The client side: allocates sids, registers waiters, sends.
+            /// Cheap to clone. Dropping every clone (and every
+            /// [`Conversation`]) closes the channel to the peer.
+            #[derive(Clone)]
+            pub struct Client {
+                pending: Arc<Pending<oneshot::Sender<Value>>>,
+                next_sid: Arc<AtomicU64>,
+                to_peer: $tx,
+            }
+
+            impl Client {
+                /// A client that writes requests into `to_peer` and routes
+                /// the replies it reads from `from_peer` (in a reader task
+                /// it spawns, which ends with that channel).
+                pub fn new(to_peer: $tx, from_peer: $rx) -> Self {
+                    let pending: Arc<Pending<oneshot::Sender<Value>>> =
+                        Arc::new(Mutex::new(HashMap::new()));
+                    let routes = pending.clone();
+                    let $task = async move {
+                        // Tokio's receiver needs `mut`, async-channel's does not.
+                        #[allow(unused_mut)]
+                        let mut $r = from_peer;
+                        while let Some(reply) = $recv {
+                            route(&routes, reply);
+                        }
+                        // The peer is gone: fail whoever still waits.
+                        lock(&routes).clear();
+                    };
+                    $spawn;
+                    Client {
+                        pending,
+                        next_sid: Arc::new(AtomicU64::new(1)),
+                        to_peer,
+                    }
+                }
+
+                /// A conversation with a sid of its own, kept for all its
+                /// turns (sids are never reused).
+                pub fn conversation(&self) -> Conversation {
+                    Conversation {
+                        sid: self.next_sid.fetch_add(1, Ordering::Relaxed),
+                        client: self.clone(),
+                    }
+                }
+
+                /// How many requests wait for their reply.
+                pub fn waiting(&self) -> usize {
+                    lock(&self.pending).len()
+                }
+            }
+
+            /// Completes the waiter registered under the reply's sid; a
+            /// reply nobody waits for is dropped. Returns whether it
+            /// reached a waiter.
+            fn route(pending: &Pending<oneshot::Sender<Value>>, reply: Value) -> bool {
+                let waiter = sid_of(&reply).and_then(|sid| lock(pending).remove(&sid));
+                match waiter {
+                    Some(waiter) => waiter.send(reply).is_ok(),
+                    None => false,
+                }
+            }
+
+            /// One conversation: one sid, one request waiting at a time
+            /// (`send` takes `&mut self`).
+            pub struct Conversation {
+                sid: u64,
+                client: Client,
+            }
+
+            impl Conversation {
+                /// The sid written into this conversation's requests.
+                pub fn sid(&self) -> u64 {
+                    self.sid
+                }
+
+                /// Writes the sid into `request`, sends it and waits for
+                /// the reply that carries the same sid.
+                pub async fn send(&mut self, mut request: Value) -> Result<Value, Closed> {
+                    let (waiter, reply) = oneshot::channel();
+                    lock(&self.client.pending).insert(self.sid, waiter);
+                    request["sid"] = self.sid.into();
+                    if self.client.to_peer.send(request).await.is_err() {
+                        lock(&self.client.pending).remove(&self.sid);
+                        return Err(Closed);
+                    }
+                    reply.await.map_err(|_| Closed)
+                }
+            }
+
+            /// The peer: answers every request read from `requests` with
+            /// [`answer`], copying its sid, into `replies`; ends when
+            /// either channel closes.
+            pub async fn serve(requests: $rx, replies: $tx) {
+                #[allow(unused_mut)]
+                let mut $r = requests;
+                while let Some(request) = $recv {
+                    let mut reply = answer(&request);
+                    reply["sid"] = request["sid"].clone();
+                    if replies.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+}
+
+correlator! {
+    /// The correlator on Tokio: `tokio::sync::mpsc` bounded channels and
+    /// `tokio::sync::oneshot` waiters; the reader task is `tokio::spawn`ed
+    /// (so [`Client::new`](on_tokio::Client::new) must run inside a
+    /// runtime).
+    on_tokio,
+    to_peer: tokio::sync::mpsc::Sender<Value>,
+    from_peer: tokio::sync::mpsc::Receiver<Value>,
+    oneshot: tokio::sync::oneshot,
+    recv: |rx| rx.recv().await,
+    spawn: |task| drop(tokio::spawn(task)),
+}
+
+correlator! {
+    /// The correlator on smol: `async-channel` bounded channels (smol's
+    /// `smol::channel`) and `futures-channel`'s `oneshot`, which is
+    /// runtime-neutral and, like Tokio's, a single allocation holding one
+    /// value and one waker (a `bounded(1)` async-channel would be a
+    /// general MPMC queue with event listeners: heavier than what an
+    /// application would pick for a single reply). The reader task runs on
+    /// smol's global executor.
+    on_smol,
+    to_peer: smol::channel::Sender<Value>,
+    from_peer: smol::channel::Receiver<Value>,
+    oneshot: futures_channel::oneshot,
+    recv: |rx| rx.recv().await.ok(),
+    spawn: |task| smol::spawn(task).detach(),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three conversations wait at once; the test plays the peer and
+    /// answers in reverse order: each waiter must get the reply to its own
+    /// request.
+    #[test]
+    fn out_of_order_replies_reach_their_waiters_on_tokio() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (to_peer, mut requests) = tokio::sync::mpsc::channel(8);
+            let (replies, from_peer) = tokio::sync::mpsc::channel(8);
+            let client = on_tokio::Client::new(to_peer, from_peer);
+            let waiters: Vec<_> = (0..3)
+                .map(|turn| {
+                    let mut conversation = client.conversation();
+                    tokio::spawn(async move {
+                        let reply = conversation.send(request(turn, false)).await.unwrap();
+                        (conversation.sid(), turn, reply)
+                    })
+                })
+                .collect();
+            let mut received = Vec::new();
+            for _ in 0..3 {
+                received.push(requests.recv().await.unwrap());
+            }
+            assert_eq!(client.waiting(), 3);
+            for request in received.iter().rev() {
+                let mut reply = answer(request);
+                reply["sid"] = request["sid"].clone();
+                replies.send(reply).await.unwrap();
+            }
+            for waiter in waiters {
+                let (sid, turn, reply) = waiter.await.unwrap();
+                assert_eq!(reply["sid"], sid);
+                assert_eq!(reply["turn"], turn);
+            }
+            assert_eq!(client.waiting(), 0);
+        });
+    }
+
+    #[test]
+    fn out_of_order_replies_reach_their_waiters_on_smol() {
+        smol::block_on(async {
+            let (to_peer, requests) = smol::channel::bounded(8);
+            let (replies, from_peer) = smol::channel::bounded(8);
+            let client = on_smol::Client::new(to_peer, from_peer);
+            let waiters: Vec<_> = (0..3)
+                .map(|turn| {
+                    let mut conversation = client.conversation();
+                    smol::spawn(async move {
+                        let reply = conversation.send(request(turn, false)).await.unwrap();
+                        (conversation.sid(), turn, reply)
+                    })
+                })
+                .collect();
+            let mut received = Vec::new();
+            for _ in 0..3 {
+                received.push(requests.recv().await.unwrap());
+            }
+            assert_eq!(client.waiting(), 3);
+            // A reply for a sid nobody waits for is dropped, not misrouted.
+            replies
+                .send(serde_json::json!({ "sid": 999, "turn": 0 }))
+                .await
+                .unwrap();
+            for request in received.iter().rev() {
+                let mut reply = answer(request);
+                reply["sid"] = request["sid"].clone();
+                replies.send(reply).await.unwrap();
+            }
+            for waiter in waiters {
+                let (sid, turn, reply) = waiter.await;
+                assert_eq!(reply["sid"], sid);
+                assert_eq!(reply["turn"], turn);
+            }
+            assert_eq!(client.waiting(), 0);
+        });
+    }
+
+    /// The peer task answers with the request's sid.
+    #[test]
+    fn serve_copies_the_sid() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (to_server, from_client) = tokio::sync::mpsc::channel(8);
+            let (to_client, from_server) = tokio::sync::mpsc::channel(8);
+            tokio::spawn(on_tokio::serve(from_client, to_client));
+            let client = on_tokio::Client::new(to_server, from_server);
+            let mut a = client.conversation();
+            let mut b = client.conversation();
+            for turn in 0..3 {
+                let ra = a.send(request(turn, false)).await.unwrap();
+                let rb = b.send(request(turn + 10, turn == 2)).await.unwrap();
+                assert_eq!(
+                    (ra["sid"].as_u64(), ra["turn"].as_u64()),
+                    (Some(a.sid()), Some(turn))
+                );
+                assert_eq!(
+                    (rb["sid"].as_u64(), rb["turn"].as_u64()),
+                    (Some(b.sid()), Some(turn + 10))
+                );
+            }
+        });
+    }
+}
