@@ -127,6 +127,7 @@ impl<M: Message + Send + 'static> Sender<M> {
                 items: VecDeque::new(),
                 reader: None,
                 writers: Slab::new(),
+                waiting: VecDeque::new(),
                 reader_gone: false,
                 ended: false,
                 ports: 0,
@@ -257,7 +258,7 @@ impl<M: Message + Send + 'static> Sender<M> {
             let writers = {
                 let mut state = queue.lock();
                 state.reserved = state.reserved.saturating_sub(1);
-                state.take_writers()
+                state.grant(queue.capacity)
             };
             writers.into_iter().for_each(Waker::wake);
         }
@@ -282,7 +283,10 @@ struct QueueState<M> {
     items: VecDeque<Item<M>>,
     reader: Option<Waker>,
     /// Posts waiting for room; each future owns its slot until it is done.
-    writers: Slab<Option<Waker>>,
+    writers: Slab<Writer>,
+    /// Their keys in arrival order: freed room goes to the first (stale
+    /// keys are skipped, and compacted away when they pile up).
+    waiting: VecDeque<usize>,
     reader_gone: bool,
     /// The stream has yielded its final `None`.
     ended: bool,
@@ -322,12 +326,57 @@ impl<M> QueueState<M> {
         wake
     }
 
+    /// Wakes every waiting post (the queue closed, or a port left): each
+    /// looks at its state again.
     fn take_writers(&mut self) -> Vec<Waker> {
         self.writers
             .iter_mut()
-            .filter_map(|(_, waker)| waker.take())
+            .filter_map(|(_, writer)| writer.waker.take())
             .collect()
     }
+
+    /// Hands the free room to the posts waiting longest, one place each,
+    /// and returns their wakers: a freed place wakes one post, not all.
+    fn grant(&mut self, capacity: usize) -> Vec<Waker> {
+        let mut wake = Vec::new();
+        while self.has_room(capacity) {
+            let Some(key) = self.waiting.pop_front() else {
+                break;
+            };
+            let Some(writer) = self.writers.get_mut(key) else {
+                continue;
+            };
+            if writer.granted {
+                continue;
+            }
+            writer.granted = true;
+            self.reserved += 1;
+            wake.extend(writer.waker.take());
+        }
+        wake
+    }
+
+    /// Registers a post waiting for room, last in line.
+    fn wait(&mut self, waker: Waker) -> usize {
+        let key = self.writers.insert(Writer {
+            waker: Some(waker),
+            granted: false,
+        });
+        self.waiting.push_back(key);
+        if self.waiting.len() > 2 * self.writers.len() + 16 {
+            let writers = &self.writers;
+            self.waiting
+                .retain(|&key| writers.get(key).is_some_and(|writer| !writer.granted));
+        }
+        key
+    }
+}
+
+/// A post waiting for room in a queue.
+struct Writer {
+    waker: Option<Waker>,
+    /// A place was reserved for it ([`QueueState::grant`]): it is its own.
+    granted: bool,
 }
 
 impl<M: Message + Send + 'static> Queue<M> {
@@ -365,8 +414,8 @@ impl<M: Message + Send + 'static> Queue<M> {
         if state.items.is_empty() {
             state.purge_at = self.capacity;
         }
-        let writers = if message.is_some() && state.has_room(self.capacity) {
-            state.take_writers()
+        let writers = if message.is_some() {
+            state.grant(self.capacity)
         } else {
             Vec::new()
         };
@@ -390,20 +439,30 @@ impl<'a, M: Message + Send + 'static> Future for Ready<'a, M> {
         };
         let mut state = queue.lock();
         let open = !(state.reader_gone || state.ended || state.is_closed());
-        if !open || state.has_room(queue.capacity) {
+        // Room handed to this post while it waited is already reserved.
+        let granted = match this.key {
+            Some(key) if state.writers[key].granted => {
+                state.writers.remove(key);
+                this.key = None;
+                true
+            }
+            _ => false,
+        };
+        if granted || !open || state.has_room(queue.capacity) {
             if let Some(key) = this.key.take() {
                 state.writers.remove(key);
             }
-            if open {
-                state.reserved += 1;
-                return Poll::Ready(Permit(Some(queue)));
+            match (open, granted) {
+                (true, true) => {}
+                (true, false) => state.reserved += 1,
+                (false, true) => state.reserved = state.reserved.saturating_sub(1),
+                (false, false) => {}
             }
-            return Poll::Ready(Permit(None));
+            return Poll::Ready(Permit(open.then_some(queue)));
         }
-        let waker = Some(cx.waker().clone());
         match this.key {
-            Some(key) => state.writers[key] = waker,
-            None => this.key = Some(state.writers.insert(waker)),
+            Some(key) => state.writers[key].waker = Some(cx.waker().clone()),
+            None => this.key = Some(state.wait(cx.waker().clone())),
         }
         Poll::Pending
     }
@@ -413,10 +472,10 @@ impl<M: Message + Send + 'static> Drop for Ready<'_, M> {
     fn drop(&mut self) {
         if let (Some(queue), Some(key)) = (self.queue, self.key.take()) {
             let mut state = queue.lock();
-            let woken = state.writers.remove(key).is_none();
-            // It was woken for room it will not use: pass the wake on.
-            let next = if woken && state.has_room(queue.capacity) {
-                state.take_writers()
+            // Room handed to it that it will not use goes to the next post.
+            let next = if state.writers.remove(key).granted {
+                state.reserved = state.reserved.saturating_sub(1);
+                state.grant(queue.capacity)
             } else {
                 Vec::new()
             };
@@ -444,7 +503,7 @@ impl<M: Message + Send + 'static> Drop for Permit<'_, M> {
             let writers = {
                 let mut state = queue.lock();
                 state.reserved = state.reserved.saturating_sub(1);
-                state.take_writers()
+                state.grant(queue.capacity)
             };
             writers.into_iter().for_each(Waker::wake);
         }
