@@ -1,6 +1,7 @@
 //! One port: its settings, its sid space and the list of its sessions.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 
 use crate::config::PortSettings;
 use crate::stats::{Counters, PortStats};

@@ -21,7 +21,7 @@ pub(crate) const NEVER: u64 = u64::MAX;
 pub(crate) struct Armed {
     /// When its entry fires (`NEVER`: no entry).
     pub(crate) at: u64,
-    token: u64,
+    token: u32,
 }
 
 impl Default for Armed {
@@ -36,7 +36,11 @@ impl Default for Armed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Entry {
     pub(crate) at: u64,
-    token: u64,
+    /// Which arming of the session this is. A `u32` keeps an entry at 16
+    /// bytes; after 2^32 armings a token repeats, and an orphaned entry may
+    /// then pass for current, which is harmless: a surfacing entry only
+    /// acts once the session's real deadline has passed (see `fire_due`).
+    token: u32,
     pub(crate) key: u32,
 }
 
@@ -50,7 +54,7 @@ impl Entry {
 #[derive(Debug, Default)]
 pub(crate) struct TimerQueue {
     heap: BinaryHeap<Reverse<Entry>>,
-    next_token: u64,
+    next_token: u32,
 }
 
 impl TimerQueue {
@@ -59,7 +63,7 @@ impl TimerQueue {
         if deadline >= armed.at {
             return;
         }
-        self.next_token += 1;
+        self.next_token = self.next_token.wrapping_add(1);
         armed.at = deadline;
         armed.token = self.next_token;
         self.heap.push(Reverse(Entry {

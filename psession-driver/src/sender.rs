@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -67,7 +67,8 @@ impl<M: Message + Send + 'static> Clone for Sender<M> {
         Sender(match &self.0 {
             Kind::Fn(f) => Kind::Fn(f.clone()),
             Kind::Queue(q) => {
-                q.lock().senders += 1;
+                // No lock: the driver clones a sender per transmission.
+                q.senders.fetch_add(1, Ordering::Relaxed);
                 Kind::Queue(q.clone())
             }
             Kind::None => Kind::None,
@@ -79,8 +80,12 @@ impl<M: Message + Send + 'static> Drop for Sender<M> {
     fn drop(&mut self) {
         if let Kind::Queue(queue) = &self.0 {
             let wake = {
+                if queue.senders.fetch_sub(1, Ordering::AcqRel) != 1 {
+                    return;
+                }
+                // The last one: no clone can follow (it takes a live one).
                 let mut state = queue.lock();
-                state.senders -= 1;
+                state.senders_gone = true;
                 state.wake_if_closed()
             };
             wake.into_iter().for_each(Waker::wake);
@@ -122,6 +127,7 @@ impl<M: Message + Send + 'static> Sender<M> {
     pub fn channel(capacity: usize) -> (Self, Outbound<M>) {
         let queue = Arc::new(Queue {
             capacity: capacity.max(1),
+            senders: AtomicUsize::new(1),
             epoch: AtomicU64::new(0),
             inner: Mutex::new(QueueState {
                 items: VecDeque::new(),
@@ -132,7 +138,7 @@ impl<M: Message + Send + 'static> Sender<M> {
                 ended: false,
                 ports: 0,
                 attached: false,
-                senders: 1,
+                senders_gone: false,
                 purge_at: capacity.max(1),
                 reserved: 0,
                 owner: 0,
@@ -267,6 +273,9 @@ impl<M: Message + Send + 'static> Sender<M> {
 
 struct Queue<M: Message + Send + 'static> {
     capacity: usize,
+    /// Live `Sender` clones of this queue (counted without the lock; the
+    /// last drop records it in [`QueueState::senders_gone`]).
+    senders: AtomicUsize,
     /// Bumped (under the lock) when the last port leaves; read without it
     /// (see [`Sender::epoch`]).
     epoch: AtomicU64,
@@ -294,8 +303,8 @@ struct QueueState<M> {
     ports: usize,
     /// Whether any port ever did.
     attached: bool,
-    /// Live `Sender` clones of this queue.
-    senders: usize,
+    /// The last `Sender` clone of this queue is gone.
+    senders_gone: bool,
     /// Length at which the next push drops transmissions of ended sends.
     purge_at: usize,
     /// Room promised to posts that have passed `ready()` and whose
@@ -313,7 +322,7 @@ impl<M> QueueState<M> {
     /// No more messages can come: every port left, or no port ever came
     /// and no sender is left to bring one.
     fn is_closed(&self) -> bool {
-        (self.attached && self.ports == 0) || self.senders == 0
+        (self.attached && self.ports == 0) || self.senders_gone
     }
 
     /// If closed, the reader and every writer, to wake outside the lock.

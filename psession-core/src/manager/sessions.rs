@@ -1,7 +1,6 @@
 //! Opening sessions (sid allocation and overflow), looking them up, and
 //! closing them.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::Manager;
@@ -91,7 +90,7 @@ impl<M: Message> Manager<M> {
             last_activity: now,
             timer: Default::default(),
             waiting: None,
-            inbox: VecDeque::new(),
+            inbox: Default::default(),
         });
         self.timers
             .arm(&mut slot.timer, key, now.saturating_add(p.max_life_ns));
