@@ -134,6 +134,7 @@ impl<M: Message + Send + 'static> Sender<M> {
                 reader: None,
                 writers: Slab::new(),
                 waiting: VecDeque::new(),
+                next_seq: 0,
                 reader_gone: false,
                 ended: false,
                 ports: 0,
@@ -195,13 +196,17 @@ impl<M: Message + Send + 'static> Sender<M> {
     /// (Asked for by [`transmit`](Self::transmit) when the queue has grown
     /// to twice its length after the last purge.)
     /// Called with the core's lock held (the lock order is core, then
-    /// queue; queue code never takes the core's lock).
-    pub(crate) fn purge(&self, waiting: impl Fn(SendId) -> bool) {
-        if let Kind::Queue(queue) = &self.0 {
-            let mut state = queue.lock();
-            state.items.retain(|item| item.send.is_none_or(&waiting));
-            state.purge_at = (2 * state.items.len()).max(queue.capacity);
-        }
+    /// queue; queue code never takes the core's lock). Returns the posts
+    /// given the room it freed, to wake once the core's lock is released.
+    #[must_use]
+    pub(crate) fn purge(&self, waiting: impl Fn(SendId) -> bool) -> Vec<Waker> {
+        let Kind::Queue(queue) = &self.0 else {
+            return Vec::new();
+        };
+        let mut state = queue.lock();
+        state.items.retain(|item| item.send.is_none_or(&waiting));
+        state.purge_at = (2 * state.items.len()).max(queue.capacity);
+        state.grant(queue.capacity)
     }
 
     /// Records that a port of manager `owner` sends through this sender.
@@ -293,9 +298,13 @@ struct QueueState<M> {
     reader: Option<Waker>,
     /// Posts waiting for room; each future owns its slot until it is done.
     writers: Slab<Writer>,
-    /// Their keys in arrival order: freed room goes to the first (stale
-    /// keys are skipped, and compacted away when they pile up).
-    waiting: VecDeque<usize>,
+    /// Their keys and arrival numbers, in arrival order: freed room goes to
+    /// the first. An entry whose writer has left (its key may since belong
+    /// to a newer post, with another number) is skipped, and such entries
+    /// are compacted away when they pile up.
+    waiting: VecDeque<(usize, u64)>,
+    /// The next post's arrival number.
+    next_seq: u64,
     reader_gone: bool,
     /// The stream has yielded its final `None`.
     ended: bool,
@@ -349,13 +358,13 @@ impl<M> QueueState<M> {
     fn grant(&mut self, capacity: usize) -> Vec<Waker> {
         let mut wake = Vec::new();
         while self.has_room(capacity) {
-            let Some(key) = self.waiting.pop_front() else {
+            let Some((key, seq)) = self.waiting.pop_front() else {
                 break;
             };
             let Some(writer) = self.writers.get_mut(key) else {
                 continue;
             };
-            if writer.granted {
+            if writer.granted || writer.seq != seq {
                 continue;
             }
             writer.granted = true;
@@ -367,15 +376,21 @@ impl<M> QueueState<M> {
 
     /// Registers a post waiting for room, last in line.
     fn wait(&mut self, waker: Waker) -> usize {
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let key = self.writers.insert(Writer {
             waker: Some(waker),
             granted: false,
+            seq,
         });
-        self.waiting.push_back(key);
+        self.waiting.push_back((key, seq));
         if self.waiting.len() > 2 * self.writers.len() + 16 {
             let writers = &self.writers;
-            self.waiting
-                .retain(|&key| writers.get(key).is_some_and(|writer| !writer.granted));
+            self.waiting.retain(|&(key, seq)| {
+                writers
+                    .get(key)
+                    .is_some_and(|writer| !writer.granted && writer.seq == seq)
+            });
         }
         key
     }
@@ -386,6 +401,8 @@ struct Writer {
     waker: Option<Waker>,
     /// A place was reserved for it ([`QueueState::grant`]): it is its own.
     granted: bool,
+    /// Its arrival number: its entry in `waiting` is the one with it.
+    seq: u64,
 }
 
 impl<M: Message + Send + 'static> Queue<M> {
@@ -394,23 +411,29 @@ impl<M: Message + Send + 'static> Queue<M> {
     }
 
     fn push(&self, item: Item<M>, epoch: u64) -> Result<bool, Cause> {
-        let (reader, purge) = {
-            let mut state = self.lock();
-            if item.send.is_none() {
-                state.reserved = state.reserved.saturating_sub(1);
-            }
-            if state.reader_gone {
-                return Err(Cause::msg("the port's outbound stream was dropped"));
-            }
-            if state.ended {
-                return Err(Cause::msg("the port's outbound stream has ended"));
-            }
-            if epoch != self.epoch.load(Ordering::Relaxed) {
-                return Err(Cause::msg("the port was destroyed"));
-            }
-            state.items.push_back(item);
-            (state.reader.take(), state.items.len() >= state.purge_at)
+        let mut state = self.lock();
+        if item.send.is_none() {
+            state.reserved = state.reserved.saturating_sub(1);
+        }
+        let refused = if state.reader_gone {
+            Some("the port's outbound stream was dropped")
+        } else if state.ended {
+            Some("the port's outbound stream has ended")
+        } else if epoch != self.epoch.load(Ordering::Relaxed) {
+            Some("the port was destroyed")
+        } else {
+            None
         };
+        if let Some(refused) = refused {
+            // The post's place is free again: it goes to the next in line.
+            let wake = state.grant(self.capacity);
+            drop(state);
+            wake.into_iter().for_each(Waker::wake);
+            return Err(Cause::msg(refused));
+        }
+        state.items.push_back(item);
+        let (reader, purge) = (state.reader.take(), state.items.len() >= state.purge_at);
+        drop(state);
         if let Some(reader) = reader {
             reader.wake();
         }
@@ -610,5 +633,39 @@ impl<M: Message + Send + 'static> Drop for Outbound<M> {
             drop(items);
             writers.into_iter().for_each(Waker::wake);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Posts that give up while another waits leave nothing in the line:
+    /// it stays within its compaction bound.
+    #[test]
+    fn abandoned_posts_leave_nothing_in_the_line() {
+        let (sender, _outbound) = Sender::<Value>::channel(1);
+        let Kind::Queue(queue) = &sender.0 else {
+            unreachable!("a channel sender has a queue")
+        };
+        let fill = Item {
+            message: Value::Null,
+            send: None,
+        };
+        queue.push(fill, 0).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut held = Box::pin(sender.ready());
+        assert!(held.as_mut().poll(&mut cx).is_pending());
+        for _ in 0..1000 {
+            let mut abandoned = Box::pin(sender.ready());
+            assert!(abandoned.as_mut().poll(&mut cx).is_pending());
+        }
+        let state = queue.lock();
+        assert_eq!(state.writers.len(), 1);
+        assert!(
+            state.waiting.len() <= 2 * state.writers.len() + 17,
+            "{} entries for one waiting post",
+            state.waiting.len()
+        );
     }
 }

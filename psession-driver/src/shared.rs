@@ -381,7 +381,9 @@ impl<M: Message + Send + 'static> Shared<M> {
                     Ok(true) => {
                         let state = self.lock();
                         let waiting = |send| !state.closed && state.core.is_send_waiting(send);
-                        out.sender.purge(waiting);
+                        let granted = out.sender.purge(waiting);
+                        drop(state);
+                        granted.into_iter().for_each(Waker::wake);
                     }
                     Err(cause) => failed.push((out.port, out.session, out.send, cause)),
                 }
