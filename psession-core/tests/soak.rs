@@ -88,6 +88,23 @@ fn soak(ending: Ending, total: usize) -> (isize, isize, isize) {
     let request = json!({ "query": "getDeviceList" });
     let (mut warm, mut late) = (None, None);
     let mut wave: Vec<SessionId> = Vec::with_capacity(WAVE);
+    // Warm-up: twice a wave at once, so that every table has grown to hold
+    // a wave with room to spare. (A hash map that churns keys may otherwise
+    // grow once more at a random moment, when its deleted entries fill it:
+    // only a map at least twice its largest item count never does.)
+    let warm_up: Vec<SessionId> = (0..2 * WAVE)
+        .map(|_| manager.open_session(port, now).expect("a free sid"))
+        .collect();
+    for &session in &warm_up {
+        manager
+            .send(session, request.clone(), SendOptions::default(), now)
+            .expect("live session");
+    }
+    answer_every_transmission(&mut manager, port, now);
+    for session in warm_up {
+        manager.end(session).expect("live session");
+    }
+    while manager.poll_event().is_some() {}
     let mut done = 0;
     while done < total {
         let size = WAVE.min(total - done);
