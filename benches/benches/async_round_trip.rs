@@ -44,6 +44,7 @@
 //!   `send`s.
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -222,6 +223,47 @@ fn batch(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     }
 }
 
+/// Times `iters` batches on `rt`: each spawns [`SESSIONS`] conversations
+/// made by `conversation` (inside the runtime) and waits for them all.
+fn tokio_batches<F>(
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    mut conversation: impl FnMut() -> F,
+) -> Duration
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..SESSIONS)
+                .map(|_| tokio::spawn(conversation()))
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+    }
+    start.elapsed()
+}
+
+/// [`tokio_batches`] on smol's global executor.
+fn smol_batches<F>(iters: u64, mut conversation: impl FnMut() -> F) -> Duration
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let start = Instant::now();
+    for _ in 0..iters {
+        smol::block_on(async {
+            let tasks: Vec<_> = (0..SESSIONS).map(|_| smol::spawn(conversation())).collect();
+            for task in tasks {
+                task.await;
+            }
+        });
+    }
+    start.elapsed()
+}
+
 fn on_tokio_runtime(c: &mut Criterion) {
     let mut group = c.benchmark_group("async_round_trip");
 
@@ -282,52 +324,30 @@ fn on_tokio_runtime(c: &mut Criterion) {
         let rt = multi_thread();
         let wiring = rt.block_on(async { psession_on_tokio::wire() });
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                rt.block_on(async {
-                    let tasks: Vec<_> = (0..SESSIONS)
-                        .map(|_| {
-                            let mut session = wiring.client.create_session("default").unwrap();
-                            tokio::spawn(async move {
-                                for turn in 0..TURNS {
-                                    let reply = session.send(request(turn, turn + 1 == TURNS));
-                                    check(&reply.await.unwrap(), turn);
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap();
+            tokio_batches(&rt, iters, || {
+                let mut session = wiring.client.create_session("default").unwrap();
+                async move {
+                    for turn in 0..TURNS {
+                        let reply = session.send(request(turn, turn + 1 == TURNS));
+                        check(&reply.await.unwrap(), turn);
                     }
-                });
-            }
-            start.elapsed()
+                }
+            })
         });
     });
     group.bench_function("sessions_1000x100/oneshot_correlator", |b| {
         let rt = multi_thread();
         let client = rt.block_on(async { tokio_correlator() });
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                rt.block_on(async {
-                    let tasks: Vec<_> = (0..SESSIONS)
-                        .map(|_| {
-                            let mut conversation = client.conversation();
-                            tokio::spawn(async move {
-                                for turn in 0..TURNS {
-                                    let reply = conversation.send(request(turn, turn + 1 == TURNS));
-                                    check(&reply.await.unwrap(), turn);
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap();
+            tokio_batches(&rt, iters, || {
+                let mut conversation = client.conversation();
+                async move {
+                    for turn in 0..TURNS {
+                        let reply = conversation.send(request(turn, turn + 1 == TURNS));
+                        check(&reply.await.unwrap(), turn);
                     }
-                });
-            }
-            start.elapsed()
+                }
+            })
         });
     });
     group.bench_function("sessions_1000x100/tarpc", |b| {
@@ -335,26 +355,15 @@ fn on_tokio_runtime(c: &mut Criterion) {
         let client = rt.block_on(async { with_tarpc::wire() });
         let sids = Arc::new(AtomicU64::new(1));
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                rt.block_on(async {
-                    let tasks: Vec<_> = (0..SESSIONS)
-                        .map(|_| {
-                            let client = client.clone();
-                            let sid = sids.fetch_add(1, Ordering::Relaxed);
-                            tokio::spawn(async move {
-                                for turn in 0..TURNS {
-                                    tarpc_turn(&client, sid, turn, turn + 1 == TURNS).await;
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap();
+            tokio_batches(&rt, iters, || {
+                let client = client.clone();
+                let sid = sids.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    for turn in 0..TURNS {
+                        tarpc_turn(&client, sid, turn, turn + 1 == TURNS).await;
                     }
-                });
-            }
-            start.elapsed()
+                }
+            })
         });
     });
     group.finish();
@@ -426,51 +435,29 @@ fn on_smol_runtime(c: &mut Criterion) {
     group.bench_function("sessions_1000x100/psession", |b| {
         let wiring = psession_on_smol::wire();
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                smol::block_on(async {
-                    let tasks: Vec<_> = (0..SESSIONS)
-                        .map(|_| {
-                            let mut session = wiring.client.create_session("default").unwrap();
-                            smol::spawn(async move {
-                                for turn in 0..TURNS {
-                                    let reply = session.send(request(turn, turn + 1 == TURNS));
-                                    check(&reply.await.unwrap(), turn);
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await;
+            smol_batches(iters, || {
+                let mut session = wiring.client.create_session("default").unwrap();
+                async move {
+                    for turn in 0..TURNS {
+                        let reply = session.send(request(turn, turn + 1 == TURNS));
+                        check(&reply.await.unwrap(), turn);
                     }
-                });
-            }
-            start.elapsed()
+                }
+            })
         });
     });
     group.bench_function("sessions_1000x100/oneshot_correlator", |b| {
         let client = smol_correlator();
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                smol::block_on(async {
-                    let tasks: Vec<_> = (0..SESSIONS)
-                        .map(|_| {
-                            let mut conversation = client.conversation();
-                            smol::spawn(async move {
-                                for turn in 0..TURNS {
-                                    let reply = conversation.send(request(turn, turn + 1 == TURNS));
-                                    check(&reply.await.unwrap(), turn);
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await;
+            smol_batches(iters, || {
+                let mut conversation = client.conversation();
+                async move {
+                    for turn in 0..TURNS {
+                        let reply = conversation.send(request(turn, turn + 1 == TURNS));
+                        check(&reply.await.unwrap(), turn);
                     }
-                });
-            }
-            start.elapsed()
+                }
+            })
         });
     });
     group.finish();

@@ -52,7 +52,7 @@ use criterion::{
 };
 use psession_benches::baseline::{self, Correlator};
 use psession_core::{
-    Event, Manager, ManagerConfig, PortId, PortOptions, Routed, SendOptions, SessionError,
+    Event, Manager, ManagerConfig, Message, PortId, PortOptions, Routed, SendOptions, SessionError,
     SessionId,
 };
 use serde_json::{json, Value};
@@ -238,8 +238,7 @@ fn core_round_trip(c: &mut Criterion) {
     group.bench_function("json_floor", |b| {
         b.iter(|| {
             let mut request = message.clone();
-            let object = request.as_object_mut().expect("object");
-            object.insert(baseline::SID_FIELD.to_owned(), Value::from(1u32));
+            request.set_sid(baseline::SID_FIELD, 1);
             let reply = answer(&body, &request);
             black_box(baseline::sid_of(&reply));
             reply

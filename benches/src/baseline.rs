@@ -26,6 +26,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
+use psession_core::Message;
 use serde_json::Value;
 use slab::Slab;
 
@@ -73,11 +74,13 @@ impl Correlator {
     /// arms its deadline. Returns the sid, or `None` if the message is not
     /// a JSON object (it cannot carry a sid).
     pub fn send(&mut self, mut message: Value, now: Instant) -> Option<u32> {
-        let object = message.as_object_mut()?;
+        if !message.is_object() {
+            return None;
+        }
         let entry = self.waiting.vacant_entry();
         let key = u32::try_from(entry.key()).ok().filter(|&k| k < u32::MAX)?;
         let sid = key + 1;
-        object.insert(SID_FIELD.to_owned(), Value::from(sid));
+        message.set_sid(SID_FIELD, sid);
         self.next_token += 1;
         let deadline = now + self.timeout;
         entry.insert(Waiting {
@@ -204,21 +207,11 @@ impl Correlator {
     }
 }
 
-/// The sid a message carries, read as psession reads it: a positive
-/// integer that fits in `u32` (an integral float counts).
+/// The sid a message carries, read by psession's own JSON reader (a
+/// positive integer that fits in `u32`; an integral float counts), so both
+/// contenders pay exactly the same JSON work.
 pub fn sid_of(message: &Value) -> Option<u32> {
-    let number = message.as_object()?.get(SID_FIELD)?.as_number()?;
-    let sid = match number.as_u64() {
-        Some(n) => n,
-        None => {
-            let f = number.as_f64()?;
-            if f.fract() != 0.0 || !(1.0..=u32::MAX as f64).contains(&f) {
-                return None;
-            }
-            f as u64
-        }
-    };
-    u32::try_from(sid).ok().filter(|&sid| sid != 0)
+    message.sid(SID_FIELD)
 }
 
 #[cfg(test)]

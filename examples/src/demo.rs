@@ -34,6 +34,16 @@ fn step(log: &Log, text: &str) {
     log.named("demo").line(format!("--- {text}"));
 }
 
+/// Waits (at most 10 s, on any runtime) until `done` holds: a server
+/// tears a connection down shortly after its client has left. The caller
+/// then checks what it wanted.
+async fn settle(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() && Instant::now() < deadline {
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}
+
 fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), DemoError> {
     if ok {
         Ok(())
@@ -168,11 +178,7 @@ async fn websocket(log: &Log) -> Result<(), DemoError> {
     alice.close().await;
     bob.close().await;
     carol.close().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (server.connected_clients() > 0 || server.stats().ports > 1) && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    settle(|| server.connected_clients() == 0 && server.stats().ports == 1).await;
     let stats = server.stats();
     log.named("ws-server").line(format!(
         "{} clients, {} port (the default), {} live sessions, {} waiting sends",
@@ -217,10 +223,7 @@ async fn tcp(log: &Log) -> Result<(), DemoError> {
             .map_err(|e| format!("{name}: getTime failed: {e}"))?;
         client_log.line(format!("the server's time is {time}"));
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.stats().ports > 1 && Instant::now() < deadline {
-        smol::Timer::after(Duration::from_millis(10)).await;
-    }
+    settle(|| server.stats().ports == 1).await;
     let stats = server.stats();
     check(stats.ports == 1 && stats.live_sessions == 0, || {
         format!("the TCP server kept something: {stats:?}")

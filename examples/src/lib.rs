@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod clients;
 pub mod demo;
 pub mod log;
 pub mod tcp;

@@ -113,11 +113,16 @@ impl LogLines {
 /// assert_eq!(short("é".repeat(100)).len(), 120 + '…'.len_utf8());
 /// ```
 pub fn short(text: impl Display) -> String {
-    const MAX: usize = 120;
+    cut(text, 120)
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, with `…`
+/// appended when something was cut.
+pub fn cut(text: impl Display, max: usize) -> String {
     let mut text = text.to_string();
-    if text.len() > MAX {
-        let cut = (0..=MAX).rev().find(|&i| text.is_char_boundary(i));
-        text.truncate(cut.unwrap_or(0));
+    if text.len() > max {
+        let end = (0..=max).rev().find(|&i| text.is_char_boundary(i));
+        text.truncate(end.unwrap_or(0));
         text.push('…');
     }
     text

@@ -28,6 +28,7 @@
 //! cargo run --bin tcp-client -- 127.0.0.1:3000
 //! ```
 
+use crate::clients::{Admitted, Clients};
 use crate::log::{short, Log};
 use crate::wire::{parse_frame, MAX_FRAME_BYTES};
 use psession_smol::{
@@ -39,8 +40,6 @@ use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use smol::net::{AsyncToSocketAddrs, TcpListener, TcpStream};
 use smol::Task;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Messages queued for one connection's socket (replies are posted, so a
@@ -89,7 +88,7 @@ impl Default for ServerOptions {
 pub struct TimeServer {
     local_addr: SocketAddr,
     manager: SessionManager,
-    clients: Arc<AtomicUsize>,
+    clients: Clients,
     _accept: Task<()>,
 }
 
@@ -108,7 +107,7 @@ impl TimeServer {
             .max_incoming_sessions(options.max_sessions_per_client)
             .inbox_capacity(INBOX_PER_SESSION);
         let manager = SessionManager::new(config, Sender::none()).map_err(std::io::Error::other)?;
-        let clients = Arc::new(AtomicUsize::new(0));
+        let clients = Clients::new(options.max_clients);
         // It ends with the manager, once the server and every connection
         // are gone.
         smol::spawn(answer_sessions(manager.clone(), log.clone())).detach();
@@ -135,7 +134,7 @@ impl TimeServer {
 
     /// Clients connected now.
     pub fn connected_clients(&self) -> usize {
-        self.clients.load(Ordering::SeqCst)
+        self.clients.connected()
     }
 
     /// The manager's counters: with no client connected, only the default
@@ -149,36 +148,23 @@ async fn accept_clients(
     listener: TcpListener,
     manager: SessionManager,
     options: ServerOptions,
-    clients: Arc<AtomicUsize>,
+    clients: Clients,
     log: Log,
 ) {
-    for number in 1u64.. {
+    loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                if clients.load(Ordering::SeqCst) >= options.max_clients {
-                    log.line(format!(
-                        "connection from {peer} refused: {} clients already",
-                        options.max_clients
-                    ));
+                let Some(admitted) = clients.admit(peer, "client_", &log) else {
                     continue;
-                }
-                clients.fetch_add(1, Ordering::SeqCst);
-                // The number keeps a quick reconnection from the same address
-                // apart from the connection it replaces.
-                let name = format!("client_{peer}#{number}");
+                };
                 let connection = serve_client(
                     stream,
-                    name,
+                    admitted,
                     manager.clone(),
                     options.idle_timeout,
                     log.clone(),
                 );
-                let clients = clients.clone();
-                smol::spawn(async move {
-                    connection.await;
-                    clients.fetch_sub(1, Ordering::SeqCst);
-                })
-                .detach();
+                smol::spawn(connection).detach();
             }
             Err(error) => {
                 log.line(format!("accept failed: {error}"));
@@ -190,11 +176,12 @@ async fn accept_clients(
 
 async fn serve_client(
     stream: TcpStream,
-    name: String,
+    admitted: Admitted,
     manager: SessionManager,
     idle_timeout: Duration,
     log: Log,
 ) {
+    let name = &admitted.name;
     let (sender, outbound) = Sender::channel(OUTBOX_MESSAGES);
     let port = match manager.create_port(name.as_str(), sender, PortOptions::default()) {
         Ok(port) => port,
@@ -365,12 +352,13 @@ impl TimeClient {
         let client = manager.clone();
         let connection = smol::spawn(async move {
             let reason = reader.await;
-            log.line(format!("connection {reason}"));
             // Nothing can answer any more. Dropping the writer drops the
             // outbound stream, so every later request fails at once with
             // Transport; then what waits fails now, not at its timeout.
+            // (Logged last: whoever reads the line sees all of that done.)
             drop(writer);
             let _ = client.abort(Cause::msg(format!("connection {reason}")));
+            log.line(format!("connection {reason}"));
         });
         Ok(TimeClient {
             manager,

@@ -66,15 +66,9 @@ pub fn parse_frame(bytes: &[u8], sid_field: &str) -> Result<Value, BadFrame> {
     };
     if let Some(sid) = object.get(sid_field) {
         if value.sid(sid_field).is_none() {
-            let mut found = sid.to_string();
-            if found.len() > 40 {
-                let cut = (0..=40).rev().find(|&i| found.is_char_boundary(i));
-                found.truncate(cut.unwrap_or(0));
-                found.push('…');
-            }
             return Err(BadFrame::BadSid {
                 field: sid_field.to_owned(),
-                found,
+                found: crate::log::cut(sid, 40),
             });
         }
     }

@@ -36,6 +36,7 @@
 //! cargo run --bin ws-client -- ws://127.0.0.1:8080
 //! ```
 
+use crate::clients::{Admitted, Clients};
 use crate::log::{short, Log};
 use crate::wire::{parse_frame, MAX_FRAME_BYTES};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -47,7 +48,7 @@ use psession_tokio::{
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -142,7 +143,7 @@ impl Default for ServerOptions {
 pub struct DeviceServer {
     local_addr: SocketAddr,
     manager: SessionManager,
-    clients: Arc<AtomicUsize>,
+    clients: Clients,
     accept: JoinHandle<()>,
 }
 
@@ -165,7 +166,7 @@ impl DeviceServer {
         // Every session lives on a client's port; the default port sends
         // nowhere.
         let manager = SessionManager::new(config, Sender::none()).map_err(std::io::Error::other)?;
-        let clients = Arc::new(AtomicUsize::new(0));
+        let clients = Clients::new(options.max_clients);
         // It ends with the manager, once the server and every connection
         // are gone.
         tokio::spawn(answer_incoming_sessions(
@@ -196,7 +197,7 @@ impl DeviceServer {
 
     /// Connections open now (including those still in their handshake).
     pub fn connected_clients(&self) -> usize {
-        self.clients.load(Ordering::SeqCst)
+        self.clients.connected()
     }
 
     /// The manager's counters: with no client connected, only the default
@@ -216,28 +217,20 @@ async fn accept_clients(
     listener: TcpListener,
     manager: SessionManager,
     options: ServerOptions,
-    clients: Arc<AtomicUsize>,
+    clients: Clients,
     log: Log,
 ) {
-    for number in 1u64.. {
+    loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                if clients.load(Ordering::SeqCst) >= options.max_clients {
-                    log.line(format!(
-                        "connection from {peer} refused: {} clients already",
-                        options.max_clients
-                    ));
+                let Some(admitted) = clients.admit(peer, "", &log) else {
                     continue;
-                }
-                clients.fetch_add(1, Ordering::SeqCst);
+                };
                 let connection = Connection {
                     manager: manager.clone(),
                     options: options.clone(),
-                    _counted: Counted(clients.clone()),
                     log: log.clone(),
-                    // The number keeps a quick reconnection from the same
-                    // address apart from the connection it replaces.
-                    name: format!("{peer}#{number}"),
+                    admitted,
                     commands: Arc::new(Semaphore::new(MAX_COMMANDS_PER_CLIENT)),
                 };
                 tokio::spawn(connection.serve(stream));
@@ -259,30 +252,20 @@ fn ws_config() -> WebSocketConfig {
         .max_write_buffer_size(MAX_WRITE_BUFFER)
 }
 
-/// Counts a connection from its accept to the end of its task.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// One connected client, on the server.
 struct Connection {
     manager: SessionManager,
     options: ServerOptions,
-    _counted: Counted,
     log: Log,
-    /// The client's address and connection number, its port's name.
-    name: String,
+    /// Counts the connection; its name is the client's port's name.
+    admitted: Admitted,
     /// One permit per command running for this client.
     commands: Arc<Semaphore>,
 }
 
 impl Connection {
     async fn serve(self, stream: TcpStream) {
-        let client = self.name.clone();
+        let client = self.admitted.name.clone();
         let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config()));
         let limit = self.options.handshake_timeout;
         let ws = match tokio::time::timeout(limit, handshake).await {
@@ -897,12 +880,13 @@ async fn read_from_server(
             Routed::Reply(_) | Routed::Queued(_) | Routed::Opened(_) => {}
         }
     };
-    log.line(format!("connection {reason}"));
     // Nothing can answer any more: refuse new sends, fail what waits now
-    // (not at its timeout), and end every session.
+    // (not at its timeout), and end every session. (Logged last: whoever
+    // reads the line sees all of that done.)
     connected.close();
     let _ = manager.abort(Cause::msg(format!("connection {reason}")));
     let _ = manager.clear();
+    log.line(format!("connection {reason}"));
 }
 
 /// Answers the server's command sessions: acknowledges `processing` and

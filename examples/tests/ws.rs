@@ -79,15 +79,7 @@ where
 /// With every client gone, the server holds only its default port, and no
 /// session, send, queued message or transmission.
 async fn assert_nothing_left(server: &DeviceServer) {
-    eventually("every client's port is destroyed", || {
-        server.connected_clients() == 0 && server.stats().ports == 1
-    })
-    .await;
-    let stats = server.stats();
-    assert_eq!(stats.live_sessions, 0, "{stats:?}");
-    assert_eq!(stats.waiting_sends, 0, "{stats:?}");
-    assert_eq!(stats.queued_messages, 0, "{stats:?}");
-    assert_eq!(stats.queued_transmits, 0, "{stats:?}");
+    common::assert_nothing_left(|| server.connected_clients(), || server.stats()).await;
 }
 
 #[tokio::test]

@@ -19,7 +19,10 @@
 struct ReadmeDoctests;
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use psession_core::{ManagerConfig, Routed};
@@ -264,4 +267,32 @@ pub async fn eventually<H: Harness>(mut done: impl FnMut() -> bool) {
     while !done() {
         H::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// Counts the wakes of the waker it makes: a test polls futures by hand with
+/// it to see exactly which ones are woken.
+pub struct WakeCount(AtomicUsize);
+
+impl WakeCount {
+    /// A counter and its waker.
+    pub fn new() -> (Arc<WakeCount>, Waker) {
+        let count = Arc::new(WakeCount(AtomicUsize::new(0)));
+        (count.clone(), count.into())
+    }
+
+    /// Wakes so far.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Polls `future` once with `waker`.
+pub fn poll_with<F: Future + ?Sized>(future: &mut Pin<Box<F>>, waker: &Waker) -> Poll<F::Output> {
+    future.as_mut().poll(&mut Context::from_waker(waker))
 }

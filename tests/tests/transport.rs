@@ -358,45 +358,22 @@ async fn each_waiting_post_is_woken_when_its_session_ends<H: Harness>() {
     assert!(matches!(outcome, Err(SessionError::Invalid)), "{outcome:?}");
 }
 
-/// Counts the wakes of one waker.
-struct WakeCount(std::sync::atomic::AtomicUsize);
-
-impl std::task::Wake for WakeCount {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 /// Each place freed in a full queue goes to one waiting post, the one that
 /// has waited longest, and wakes only it; room handed to a post that is
 /// then dropped goes on to the next.
 async fn freed_room_goes_to_one_waiting_post_in_order<H: Harness>() {
     let (_manager, b, mut unread) = full_shared_channel::<H>().await;
     let sessions: Vec<_> = (0..3).map(|_| b.create_session().unwrap()).collect();
-    let counts: Vec<_> = (0..3)
-        .map(|_| Arc::new(WakeCount(Default::default())))
-        .collect();
-    let wakers: Vec<std::task::Waker> = counts.iter().map(|c| c.clone().into()).collect();
+    let (counts, wakers): (Vec<_>, Vec<_>) = (0..3).map(|_| WakeCount::new()).unzip();
     let mut posts: Vec<_> = sessions
         .iter()
         .enumerate()
         .map(|(n, session)| Some(Box::pin(session.post(json!({ "n": n })))))
         .collect();
-    fn poll_with<F: Future>(
-        post: &mut Option<std::pin::Pin<Box<F>>>,
-        waker: &std::task::Waker,
-    ) -> std::task::Poll<F::Output> {
-        let post = post.as_mut().expect("not dropped");
-        post.as_mut()
-            .poll(&mut std::task::Context::from_waker(waker))
-    }
-    let poll = |n: usize, posts: &mut Vec<Option<_>>| poll_with(&mut posts[n], &wakers[n]);
-    let woken = || {
-        counts
-            .iter()
-            .map(|c| c.0.load(Ordering::SeqCst))
-            .collect::<Vec<_>>()
+    let poll = |n: usize, posts: &mut Vec<Option<_>>| {
+        poll_with(posts[n].as_mut().expect("not dropped"), &wakers[n])
     };
+    let woken = || counts.iter().map(|c| c.count()).collect::<Vec<_>>();
     for n in 0..3 {
         assert!(poll(n, &mut posts).is_pending());
     }
