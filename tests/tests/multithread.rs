@@ -237,3 +237,161 @@ fn posts_accepted_before_the_manager_is_dropped_all_go_out() {
         });
     }
 }
+
+/// Everything at once on four workers: conversations, a flood of new and
+/// unknown sids into both managers, ports created and destroyed while
+/// their sends wait, and sessions ended from other tasks while they send.
+/// Every conversation gets its own replies, every send on a destroyed port
+/// or an ended session ends once with the matching error, the managers
+/// keep no more than their caps, and nothing deadlocks.
+#[test]
+fn conversations_survive_floods_port_churn_and_ends_from_other_tasks() {
+    use psession_core::{PortOptions, Routed};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, server) = wire();
+        let replies = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        // Conversations: ten turns each, each reply the turn's own.
+        for t in 0..16u64 {
+            let client = client.clone();
+            let replies = replies.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..20u64 {
+                    let mut session = client.create_session("default").unwrap();
+                    let n = t * 1000 + i;
+                    let reply = session.send(json!({ "n": n })).await.unwrap();
+                    assert_eq!(reply["echo"], n);
+                    replies.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        // Three floods into the client's port, which its conversations
+        // use: new sids from the peer's half (even), replies for sids never
+        // used (odd, the client's half), garbage.
+        for f in 0..3u64 {
+            let port = client.default_port();
+            tasks.push(tokio::spawn(async move {
+                for k in 0..20_000u64 {
+                    let sid = 1_000_000 + 2 * (k + f * 100_000);
+                    let message = match k % 3 {
+                        0 => json!({ "sid": sid, "flood": true }),
+                        // Odd, below max_session_count, and far above
+                        // any sid this test allocates.
+                        1 => json!({ "sid": 40_001 + 2 * (k % 12_000), "forged": true }),
+                        _ => json!({ "sid": "x" }),
+                    };
+                    if let Routed::NotSession(_) = port.dispatch(message) {
+                        assert_eq!(k % 3, 2);
+                    }
+                    if k % 256 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }));
+        }
+        // Ports created, sent on (nobody answers), destroyed while the
+        // sends wait: each send fails once with Aborted.
+        let aborted = Arc::new(AtomicUsize::new(0));
+        for p in 0..4u64 {
+            let client = client.clone();
+            let aborted = aborted.clone();
+            tasks.push(tokio::spawn(async move {
+                for round in 0..25u64 {
+                    let name = format!("churn-{p}-{round}");
+                    let (sender, _outbound) = Sender::<Value>::channel(8);
+                    let port = client
+                        .create_port(&name, sender, PortOptions::default())
+                        .unwrap();
+                    let mut waiting = Vec::new();
+                    for _ in 0..4 {
+                        let mut session = port.create_session().unwrap();
+                        waiting.push(tokio::spawn(async move {
+                            session.send(json!({ "q": 1 })).await
+                        }));
+                    }
+                    while port.stats().unwrap().waiting_sends < 4 {
+                        tokio::task::yield_now().await;
+                    }
+                    port.destroy().unwrap();
+                    for send in waiting {
+                        match send.await.unwrap() {
+                            Err(SessionError::Aborted(_)) => {
+                                aborted.fetch_add(1, Ordering::SeqCst);
+                            }
+                            other => panic!("{name}: {other:?}"),
+                        }
+                    }
+                }
+            }));
+        }
+        // Sessions ended from another task while a send waits on them: the
+        // send ends once, with its reply or Cancelled.
+        let ended = Arc::new(AtomicUsize::new(0));
+        for e in 0..4u64 {
+            let client = client.clone();
+            let (replies, ended) = (replies.clone(), ended.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..50u64 {
+                    let mut session = client.create_session("default").unwrap();
+                    let handle = session.handle();
+                    let ender = tokio::spawn(async move {
+                        tokio::task::yield_now().await;
+                        let _ = handle.end();
+                    });
+                    let n = 100_000 + e * 1000 + i;
+                    match session.send(json!({ "n": n })).await {
+                        Ok(reply) => {
+                            assert_eq!(reply["echo"], n);
+                            replies.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(SessionError::Cancelled | SessionError::Invalid) => {
+                            ended.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(other) => panic!("{other:?}"),
+                    }
+                    ender.await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(60), task)
+                .await
+                .expect("no deadlock")
+                .unwrap();
+        }
+        let (replies, ended, aborted) = (
+            replies.load(Ordering::SeqCst),
+            ended.load(Ordering::SeqCst),
+            aborted.load(Ordering::SeqCst),
+        );
+        println!("{replies} replies, {ended} ended by another task, {aborted} aborted by destroy");
+        assert_eq!(replies + ended, 16 * 20 + 4 * 50, "every send ended once");
+        assert_eq!(aborted, 4 * 25 * 4);
+        let stats = client.stats();
+        assert_eq!(stats.ports, 1, "{stats:?}");
+        assert_eq!(stats.waiting_sends, 0, "{stats:?}");
+        // What the floods left: the peer's sessions up to the port's cap
+        // (1024 by default), each with its one message.
+        assert_eq!(stats.live_sessions, 1024, "{stats:?}");
+        assert_eq!(stats.queued_messages, 1024, "{stats:?}");
+        assert_eq!(
+            stats.counters.incoming_refused,
+            3 * 6_667 - 1024,
+            "{stats:?}"
+        );
+        // Dropped: the refused sessions, the forged replies, and the
+        // server's answers to sessions ended before they arrived.
+        let late = stats.counters.dropped_messages - stats.counters.incoming_refused - 3 * 6_667;
+        assert!(
+            late <= ended as u64,
+            "{late} late answers, {ended} ended: {stats:?}"
+        );
+        drop(server);
+    });
+}
