@@ -3,16 +3,57 @@
 //! outcome, nothing completes a future it does not belong to, and nothing
 //! is left behind.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use psession_core::{Cause, ManagerConfig, Routed, SendOptions, SessionError, SidPartition};
-use psession_driver::{Outbound, Port, Sender, SessionHandle};
+use psession_driver::{Outbound, Port, Sender, Session, SessionHandle};
 use psession_tests::*;
 use serde_json::{json, Value};
+
+/// Counts, per thread, the bytes allocated and not yet freed by that
+/// thread: a run that stays on one thread can check it leaves nothing.
+struct ThreadCounting;
+
+thread_local! {
+    static HERE: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
+fn count_here(delta: isize) {
+    // During thread teardown the counter may be gone: nothing to count.
+    let _ = HERE.try_with(|n| n.set(n.get() + delta));
+}
+
+fn allocated_here() -> isize {
+    HERE.with(std::cell::Cell::get)
+}
+
+// SAFETY: every method forwards to the system allocator with the caller's
+// arguments unchanged; the counter is only arithmetic on the sizes.
+unsafe impl std::alloc::GlobalAlloc for ThreadCounting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_here(layout.size() as isize);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        count_here(-(layout.size() as isize));
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        count_here(new_size as isize - layout.size() as isize);
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: ThreadCounting = ThreadCounting;
 
 /// A deterministic stream of numbers (xorshift64*), so a failing run can
 /// be replayed from its seed.
@@ -125,6 +166,18 @@ enum Kind {
     Post,
     /// `Session::recv` on a session the future owns.
     Recv,
+    /// `Session::send_with` on a session the test keeps: dropping the
+    /// future withdraws the send at once, and the session goes on.
+    SendKept,
+}
+
+/// Sessions that outlive the futures sending on them. A future borrows its
+/// session for as long as it lives (so at most one per session).
+struct Kept {
+    sessions: Vec<Rc<RefCell<Session<Value>>>>,
+    /// The numbers sent on each.
+    sent: Vec<Vec<u64>>,
+    busy: Vec<bool>,
 }
 
 struct InFlight {
@@ -133,7 +186,9 @@ struct InFlight {
     /// The session's sid, when the test knows it (not for requests).
     sid: Option<u32>,
     handle: Option<SessionHandle<Value>>,
-    future: Pin<Box<dyn Future<Output = Outcome> + Send>>,
+    /// Which kept session it sends on.
+    kept: Option<usize>,
+    future: Pin<Box<dyn Future<Output = Outcome>>>,
 }
 
 /// The test's side of the wire: the requests it has seen.
@@ -156,11 +211,21 @@ impl Peer {
     }
 }
 
-fn start(port: &Port<Value>, dice: &mut Dice, n: u64) -> InFlight {
+// The future holds its kept session's `RefMut` across the send on purpose:
+// it is that session's only user while it lives.
+#[allow(clippy::await_holding_refcell_ref)]
+fn start(port: &Port<Value>, kept: &mut Kept, dice: &mut Dice, n: u64) -> InFlight {
     let options = SendOptions::default()
         .timeout(Duration::from_millis(50 + dice.roll(400)))
         .retries(dice.roll(3) as u32, Duration::from_millis(dice.roll(50)));
-    let kind = [Kind::Send, Kind::Request, Kind::Post, Kind::Recv][dice.roll(4) as usize];
+    let kinds = [
+        Kind::Send,
+        Kind::Request,
+        Kind::Post,
+        Kind::Recv,
+        Kind::SendKept,
+    ];
+    let kind = kinds[dice.roll(5) as usize];
     if kind == Kind::Request {
         let port = port.clone();
         let future = async move { port.request_with(json!({ "n": n }), options).await };
@@ -169,12 +234,41 @@ fn start(port: &Port<Value>, dice: &mut Dice, n: u64) -> InFlight {
             kind,
             sid: None,
             handle: None,
+            kept: None,
             future: Box::pin(future),
         };
     }
+    if kind == Kind::SendKept {
+        if let Some(k) = kept.busy.iter().position(|busy| !busy) {
+            kept.busy[k] = true;
+            kept.sent[k].push(n);
+            let cell = kept.sessions[k].clone();
+            let (sid, handle) = {
+                let session = cell.borrow();
+                (session.id(), session.handle())
+            };
+            let future = async move {
+                let mut session = cell.borrow_mut();
+                session.send_with(json!({ "n": n }), options).await
+            };
+            return InFlight {
+                n,
+                kind,
+                sid: Some(sid),
+                handle: Some(handle),
+                kept: Some(k),
+                future: Box::pin(future),
+            };
+        }
+    }
+    let kind = if kind == Kind::SendKept {
+        Kind::Send
+    } else {
+        kind
+    };
     let mut session = port.create_session().expect("a session");
     let (sid, handle) = (session.id(), session.handle());
-    let future: Pin<Box<dyn Future<Output = Outcome> + Send>> = match kind {
+    let future: Pin<Box<dyn Future<Output = Outcome>>> = match kind {
         Kind::Send => Box::pin(async move { session.send_with(json!({ "n": n }), options).await }),
         Kind::Post => Box::pin(async move {
             session.post(json!({ "n": n, "post": true })).await?;
@@ -187,15 +281,30 @@ fn start(port: &Port<Value>, dice: &mut Dice, n: u64) -> InFlight {
         kind,
         sid: Some(sid),
         handle: Some(handle),
+        kept: None,
         future,
     }
 }
 
 /// Checks a finished future's outcome: its own reply, or an error its
 /// story allows.
-fn check(done: &InFlight, outcome: &Outcome, seed: u64) {
+fn check(done: &InFlight, outcome: &Outcome, kept: &mut Kept, seed: u64) {
     let what = format!("seed {seed}, {:?} {}", done.kind, done.n);
+    if let Some(k) = done.kept {
+        kept.busy[k] = false;
+    }
     match (done.kind, outcome) {
+        // The protocol has only the sid: on a session that goes on, the
+        // answer to an earlier send whose future was dropped may be the
+        // reply of the next. It is always one of this session's own.
+        (Kind::SendKept, Ok(reply)) => {
+            let k = done.kept.expect("a kept session");
+            let re = reply["re"].as_u64().expect("an answer");
+            assert!(
+                kept.sent[k].contains(&re) && re <= done.n,
+                "{what}: the answer to {re}, not sent on this session before"
+            );
+        }
         (Kind::Send | Kind::Request, Ok(reply)) => {
             assert_eq!(reply["re"], done.n, "{what}: someone else's reply")
         }
@@ -203,7 +312,10 @@ fn check(done: &InFlight, outcome: &Outcome, seed: u64) {
         (Kind::Recv, Ok(message)) => {
             assert_eq!(message["to"], done.n, "{what}: a message for someone else")
         }
-        (Kind::Send | Kind::Request, Err(SessionError::Timeout | SessionError::Cancelled)) => {}
+        (
+            Kind::Send | Kind::Request | Kind::SendKept,
+            Err(SessionError::Timeout | SessionError::Cancelled),
+        ) => {}
         (_, Err(error)) => panic!("{what}: {error:?}"),
     }
 }
@@ -224,6 +336,13 @@ async fn random_drops(seed: u64) -> (u64, u64) {
         seen: Vec::new(),
     };
     let mut dice = Dice::new(seed);
+    let mut kept = Kept {
+        sessions: (0..4)
+            .map(|_| Rc::new(RefCell::new(port.create_session().expect("a session"))))
+            .collect(),
+        sent: vec![Vec::new(); 4],
+        busy: vec![false; 4],
+    };
     let (_count, waker) = WakeCount::new();
     let mut flying: Vec<InFlight> = Vec::new();
     let (mut finished, mut dropped) = (0, 0);
@@ -231,13 +350,13 @@ async fn random_drops(seed: u64) -> (u64, u64) {
     for n in 0..300 {
         match dice.roll(10) {
             0 | 1 => {
-                let mut started = start(&port, &mut dice, n);
+                let mut started = start(&port, &mut kept, &mut dice, n);
                 match poll_with(&mut started.future, &waker) {
                     std::task::Poll::Pending => flying.push(started),
                     // A post with room in the channel is done at once.
                     std::task::Poll::Ready(outcome) => {
                         assert_eq!(started.kind, Kind::Post, "seed {seed}: {outcome:?}");
-                        check(&started, &outcome, seed);
+                        check(&started, &outcome, &mut kept, seed);
                         finished += 1;
                     }
                 }
@@ -246,7 +365,7 @@ async fn random_drops(seed: u64) -> (u64, u64) {
                 let at = dice.roll(flying.len() as u64) as usize;
                 if let std::task::Poll::Ready(outcome) = poll_with(&mut flying[at].future, &waker) {
                     let done = flying.swap_remove(at);
-                    check(&done, &outcome, seed);
+                    check(&done, &outcome, &mut kept, seed);
                     finished += 1;
                 }
             }
@@ -255,9 +374,21 @@ async fn random_drops(seed: u64) -> (u64, u64) {
                 let gone = flying.swap_remove(at);
                 drop(gone.future);
                 dropped += 1;
-                // A dropped future owned its session: it has ended.
-                if let Some(handle) = gone.handle {
-                    assert!(!handle.is_live(), "seed {seed}: a dropped future's session");
+                match (gone.kept, gone.handle) {
+                    // A kept session goes on, its send withdrawn at once.
+                    (Some(k), Some(handle)) => {
+                        kept.busy[k] = false;
+                        assert!(handle.is_live(), "seed {seed}: a kept session ended");
+                        assert!(
+                            !handle.is_waiting(),
+                            "seed {seed}: a dropped send still waits"
+                        );
+                    }
+                    // A dropped future owned its session: it has ended.
+                    (None, Some(handle)) => {
+                        assert!(!handle.is_live(), "seed {seed}: a dropped future's session");
+                    }
+                    _ => {}
                 }
             }
             5 | 6 => {
@@ -299,9 +430,10 @@ async fn random_drops(seed: u64) -> (u64, u64) {
         tokio::task::yield_now().await;
         most_flying = most_flying.max(flying.len());
     }
-    // The rest are dropped where they are.
+    // The rest are dropped where they are, then the kept sessions.
     dropped += flying.len() as u64;
     drop(flying);
+    drop(kept);
     // The queue holds posts up to its capacity, the transmissions of sends
     // still waiting, and those of ended sends until it is purged at twice
     // its length after the last purge: bounded by the sends in flight.
@@ -324,6 +456,8 @@ async fn random_drops(seed: u64) -> (u64, u64) {
 }
 
 /// Many random runs on virtual time (`PSESSION_DROP_SEEDS=N` for more).
+/// Each run, with its runtime, manager and futures, gives back every byte
+/// it allocated on this thread (where all of it runs).
 #[test]
 fn futures_dropped_at_random_points_leave_nothing_behind() {
     let seeds: u64 = std::env::var("PSESSION_DROP_SEEDS")
@@ -331,12 +465,19 @@ fn futures_dropped_at_random_points_leave_nothing_behind() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(256);
     let (mut finished, mut dropped) = (0, 0);
+    // The first run sets up what a thread keeps for good (the runtime's
+    // thread-locals); from then on each run must end where it started.
+    run_on_tokio(async {
+        random_drops(seeds).await;
+    });
     for seed in 0..seeds {
+        let before = allocated_here();
         run_on_tokio(async {
             let (f, d) = random_drops(seed).await;
             finished += f;
             dropped += d;
         });
+        assert_eq!(allocated_here(), before, "seed {seed}: bytes left behind");
     }
     println!("{seeds} runs: {finished} futures finished, {dropped} dropped mid-flight");
     assert!(finished > seeds * 10 && dropped > seeds * 10);
