@@ -108,27 +108,46 @@ impl<M: Message + Send + 'static> Session<M> {
     /// ```
     pub async fn send_with(&mut self, message: M, options: SendOptions) -> Result<M, SessionError> {
         // No wait for room in a queued transport: the send is registered
-        // at once, so its timeout, cancel, abort and destroy all apply.
+        // at once, so its timeout, cancel, abort and destroy all apply. It
+        // starts at the first poll, with that poll's waker in the same
+        // round under the lock.
         let id = self.handle.id;
         let shared = &self.handle.shared;
-        let (send, effects) =
-            shared.run_deferred(|state, now| state.start_send(id, message, options, now))?;
-        let send = match send {
-            Ok(send) => send,
-            Err(error) => {
-                shared.apply(effects);
-                return Err(error);
-            }
-        };
+        let mut start = Some((message, options));
         // The guard exists before anything of the application runs (a
         // sender may panic), so the send is withdrawn whatever happens.
         let mut pending = PendingSend {
             shared,
-            send,
+            send: None,
             done: false,
         };
-        shared.apply(effects);
-        let outcome = poll_fn(|cx| shared.poll_send(send, cx)).await;
+        let outcome = poll_fn(|cx| {
+            let Some(send) = pending.send else {
+                let Some((message, options)) = start.take() else {
+                    unreachable!("a send that did not start is started once");
+                };
+                let started = shared.run_deferred(|state, now| {
+                    state.start_send(id, message, options, now, cx.waker())
+                });
+                let (send, effects) = match started {
+                    Ok(started) => started,
+                    Err(error) => return Poll::Ready(Err(error)),
+                };
+                let send = match send {
+                    Ok(send) => send,
+                    Err(error) => {
+                        shared.apply(effects);
+                        return Poll::Ready(Err(error));
+                    }
+                };
+                pending.send = Some(send);
+                shared.apply(effects);
+                // The waker is registered: the outcome wakes this task.
+                return Poll::Pending;
+            };
+            shared.poll_send(send, cx)
+        })
+        .await;
         pending.done = true;
         outcome
     }
@@ -218,14 +237,15 @@ impl<M: Message + Send + 'static> Drop for Session<M> {
 /// Withdraws a send whose future is dropped before its outcome.
 struct PendingSend<'a, M: Message + Send + 'static> {
     shared: &'a Arc<Shared<M>>,
-    send: SendId,
+    /// Set once the send has started.
+    send: Option<SendId>,
     done: bool,
 }
 
 impl<M: Message + Send + 'static> Drop for PendingSend<'_, M> {
     fn drop(&mut self) {
-        if !self.done {
-            self.shared.withdraw(self.send);
+        if let (Some(send), false) = (self.send, self.done) {
+            self.shared.withdraw(send);
         }
     }
 }

@@ -197,10 +197,41 @@ impl<M: Message + Send + 'static> EventQueue<M> {
     }
 }
 
+/// Wakers to wake once the lock is released. Most calls wake one task or
+/// none: the first is kept inline, so that they allocate nothing.
+#[derive(Default)]
+pub(crate) struct Wakers {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl Wakers {
+    fn push(&mut self, waker: Waker) {
+        if self.first.is_none() {
+            self.first = Some(waker);
+        } else {
+            self.rest.push(waker);
+        }
+    }
+
+    fn wake_all(self) {
+        if let Some(first) = self.first {
+            first.wake();
+        }
+        self.rest.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl Extend<Waker> for Wakers {
+    fn extend<I: IntoIterator<Item = Waker>>(&mut self, wakers: I) {
+        wakers.into_iter().for_each(|waker| self.push(waker));
+    }
+}
+
 /// What to do once the lock is released.
 #[must_use]
 pub(crate) struct Effects<M: Message + Send + 'static> {
-    wake: Vec<Waker>,
+    wake: Wakers,
     flush: bool,
     drop_later: Vec<Session<M>>,
 }
@@ -208,7 +239,7 @@ pub(crate) struct Effects<M: Message + Send + 'static> {
 impl<M: Message + Send + 'static> Default for Effects<M> {
     fn default() -> Self {
         Effects {
-            wake: Vec::new(),
+            wake: Wakers::default(),
             flush: false,
             drop_later: Vec::new(),
         }
@@ -289,7 +320,7 @@ impl<M: Message + Send + 'static> Shared<M> {
             return Err(manager_dropped());
         }
         let out = f(&mut state, now);
-        state.collect(self, &mut effects);
+        state.collect(self, now, &mut effects);
         Ok((out, effects))
     }
 
@@ -312,7 +343,7 @@ impl<M: Message + Send + 'static> Shared<M> {
             flush,
             drop_later,
         } = effects;
-        wake.into_iter().for_each(Waker::wake);
+        wake.wake_all();
         drop(drop_later);
         if flush {
             self.flush(rounds);
@@ -417,7 +448,7 @@ impl<M: Message + Send + 'static> Shared<M> {
             }
             // We own `flushing`: `collect` leaves new transmissions in the
             // outbox for the flush loop.
-            state.collect(self, &mut effects);
+            state.collect(self, now, &mut effects);
         }
         effects.flush = false;
         self.apply(effects);
@@ -454,7 +485,7 @@ impl<M: Message + Send + 'static> Shared<M> {
             state.sends.remove(&send);
             if !state.closed {
                 state.core.withdraw(send, now);
-                state.collect(self, &mut effects);
+                state.collect(self, now, &mut effects);
             }
         }
         // Runs in the send future's destructor.
@@ -536,7 +567,7 @@ impl<M: Message + Send + 'static> Shared<M> {
                 .core
                 .abort_all(Some(Cause::msg("the session manager was dropped")), now);
             state.core.clear();
-            state.collect(self, &mut effects);
+            state.collect(self, now, &mut effects);
             state.closed = true;
             effects.wake(state.timer.waker.take());
             effects.wake(state.events.waker.take());
@@ -588,19 +619,21 @@ impl<M: Message + Send + 'static> State<M> {
         self.sender_of(port).cloned().unwrap_or_else(Sender::none)
     }
 
-    /// Starts a send in the core and registers its waiting slot.
+    /// Starts a send in the core and registers its waiting slot, with the
+    /// waker of the future that waits for it.
     pub(crate) fn start_send(
         &mut self,
         session: SessionId,
         message: M,
         options: psession_core::SendOptions,
         now: Instant,
+        waker: &Waker,
     ) -> Result<SendId, SessionError> {
         let send = self.core.send(session, message, options, now)?;
         self.sends.insert(
             send,
             SendSlot {
-                waker: None,
+                waker: Some(waker.clone()),
                 outcome: None,
             },
         );
@@ -612,9 +645,25 @@ impl<M: Message + Send + 'static> State<M> {
         std::mem::take(&mut self.flush_handoff)
     }
 
-    /// Takes every output of the core: completes sends, wakes readers,
-    /// queues events and transmissions, and re-arms the timer.
-    pub(crate) fn collect(&mut self, shared: &Arc<Shared<M>>, effects: &mut Effects<M>) {
+    /// Takes every output of the core: transmits, completes sends, wakes
+    /// readers, queues events, and re-arms the timer. `now` is the time of
+    /// the call that produced the outputs.
+    ///
+    /// A transmission through a channel sender joins its queue here, under
+    /// the lock (no application code runs: the queue's reader is woken with
+    /// the effects), so it needs no second round through the outbox. Those
+    /// of closure senders, which are application code, wait in the outbox
+    /// for the flusher.
+    pub(crate) fn collect(
+        &mut self,
+        shared: &Arc<Shared<M>>,
+        now: Instant,
+        effects: &mut Effects<M>,
+    ) {
+        // First, since a refused push fails its send with an event.
+        while let Some(transmit) = self.core.poll_transmit() {
+            self.transmit(transmit, now, effects);
+        }
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::Reply { send, message, .. } => self.complete(send, Ok(message), effects),
@@ -649,17 +698,6 @@ impl<M: Message + Send + 'static> State<M> {
                 _ => {}
             }
         }
-        while let Some(transmit) = self.core.poll_transmit() {
-            let sender = self.sender_for(transmit.port);
-            self.outbox.push_back(Outgoing {
-                port: transmit.port,
-                session: transmit.session,
-                send: transmit.send,
-                message: transmit.message,
-                epoch: sender.epoch(),
-                sender,
-            });
-        }
         if !self.outbox.is_empty() && !self.flushing {
             self.flushing = true;
             effects.flush = true;
@@ -669,6 +707,61 @@ impl<M: Message + Send + 'static> State<M> {
             if self.timer.armed.is_none_or(|armed| deadline < armed) {
                 self.timer.armed = Some(deadline);
                 effects.wake(self.timer.waker.take());
+            }
+        }
+    }
+
+    /// Hands one transmission to its channel now, or queues it in the
+    /// outbox for the flusher.
+    fn transmit(
+        &mut self,
+        transmit: psession_core::Transmit<M>,
+        now: Instant,
+        effects: &mut Effects<M>,
+    ) {
+        let psession_core::Transmit {
+            port,
+            session,
+            send,
+            message,
+        } = transmit;
+        // A port that is gone (destroyed by the same call) sends nothing.
+        let Some(sender) = self.sender_of(port) else {
+            return;
+        };
+        if !sender.is_queue() {
+            let sender = sender.clone();
+            self.outbox.push_back(Outgoing {
+                port,
+                session,
+                send,
+                message,
+                epoch: sender.epoch(),
+                sender,
+            });
+            return;
+        }
+        let error = match sender.push_locked(message, send, &mut effects.wake) {
+            Ok(false) => return,
+            Ok(true) => {
+                let (core, closed) = (&self.core, self.closed);
+                let granted = sender.purge(|send| !closed && core.is_send_waiting(send));
+                effects.wake.extend(granted);
+                return;
+            }
+            Err(cause) => cause,
+        };
+        match send {
+            Some(send) => {
+                self.core.handle_transmit_error(send, error, now);
+            }
+            None => {
+                let event = ManagerEvent::TransmitFailed {
+                    port,
+                    sid: session.sid(),
+                    error: SessionError::Transport(error),
+                };
+                self.events.push(event, effects);
             }
         }
     }
