@@ -10,7 +10,10 @@
 //! The first argument is the contender (`psession` or `correlator`), the
 //! second the number of sequential turns, on a current-thread Tokio
 //! runtime, wired as in `benches/async_round_trip.rs`. A third argument
-//! `batch` runs that many conversations of 100 turns at once instead.
+//! `batch` runs that many conversations of 100 turns at once instead; a
+//! fourth argument `mt` runs on a multi-threaded runtime with 2 workers.
+//! `REPS=n` repeats a batch n times (at most 1,000 conversations per batch:
+//! the server's port takes 1,024 incoming sessions at once).
 
 use psession_benches::oneshot_correlator::{answer, on_tokio, request};
 use psession_tokio::{ManagerConfig, ManagerEvent, Sender, SessionManager};
@@ -59,15 +62,31 @@ fn correlator() -> on_tokio::Client {
     on_tokio::Client::new(to_server, from_server)
 }
 
+/// How many batches to run (`REPS`, default 1).
+fn reps() -> usize {
+    std::env::var("REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let contender = args.get(1).map_or("psession", String::as_str).to_owned();
     let n: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(20_000);
     let batch = args.get(3).is_some_and(|a| a == "batch");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = if args.get(4).is_some_and(|a| a == "mt") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    };
     rt.block_on(async move {
         match (contender.as_str(), batch) {
             ("psession", false) => {
@@ -80,19 +99,21 @@ fn main() {
             }
             ("psession", true) => {
                 let (client, _server) = wire();
-                let tasks: Vec<_> = (0..n)
-                    .map(|_| {
-                        let mut session = client.create_session("default").unwrap();
-                        tokio::spawn(async move {
-                            for turn in 0..100 {
-                                let reply = session.send(request(turn, turn == 99));
-                                assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
-                            }
+                for _ in 0..reps() {
+                    let tasks: Vec<_> = (0..n)
+                        .map(|_| {
+                            let mut session = client.create_session("default").unwrap();
+                            tokio::spawn(async move {
+                                for turn in 0..100 {
+                                    let reply = session.send(request(turn, turn == 99));
+                                    assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
+                                }
+                            })
                         })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
                 }
             }
             ("correlator", false) => {
@@ -106,19 +127,21 @@ fn main() {
             ("correlator", true) => {
                 let client = correlator();
                 let turns = 100;
-                let tasks: Vec<_> = (0..n)
-                    .map(|_| {
-                        let mut conversation = client.conversation();
-                        tokio::spawn(async move {
-                            for turn in 0..turns {
-                                let reply = conversation.send(request(turn, turn + 1 == turns));
-                                assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
-                            }
+                for _ in 0..reps() {
+                    let tasks: Vec<_> = (0..n)
+                        .map(|_| {
+                            let mut conversation = client.conversation();
+                            tokio::spawn(async move {
+                                for turn in 0..turns {
+                                    let reply = conversation.send(request(turn, turn + 1 == turns));
+                                    assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
+                                }
+                            })
                         })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
                 }
             }
             (other, _) => panic!("unknown contender {other}"),

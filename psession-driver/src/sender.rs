@@ -14,6 +14,8 @@ use psession_core::{Cause, Message, SendId, SessionError};
 use serde_json::Value;
 use slab::Slab;
 
+use crate::wakers::Wakers;
+
 type SendFn<M> = dyn Fn(M) -> Result<(), Cause> + Send + Sync;
 
 /// The transport of a port (the seed's `sender`).
@@ -229,9 +231,9 @@ impl<M: Message + Send + 'static> Sender<M> {
     /// queue; queue code never takes the core's lock). Returns the posts
     /// given the room it freed, to wake once the core's lock is released.
     #[must_use]
-    pub(crate) fn purge(&self, waiting: impl Fn(SendId) -> bool) -> Vec<Waker> {
+    pub(crate) fn purge(&self, waiting: impl Fn(SendId) -> bool) -> Wakers {
         let Kind::Queue(queue) = &self.0 else {
-            return Vec::new();
+            return Wakers::default();
         };
         let mut state = queue.lock();
         state.items.retain(|item| item.send.is_none_or(&waiting));
@@ -309,7 +311,7 @@ impl<M: Message + Send + 'static> Sender<M> {
                 state.reserved = state.reserved.saturating_sub(1);
                 state.grant(queue.capacity)
             };
-            writers.into_iter().for_each(Waker::wake);
+            writers.wake_all();
         }
     }
 }
@@ -393,8 +395,8 @@ impl<M> QueueState<M> {
 
     /// Hands the free room to the posts waiting longest, one place each,
     /// and returns their wakers: a freed place wakes one post, not all.
-    fn grant(&mut self, capacity: usize) -> Vec<Waker> {
-        let mut wake = Vec::new();
+    fn grant(&mut self, capacity: usize) -> Wakers {
+        let mut wake = Wakers::default();
         while self.has_room(capacity) {
             let Some((key, seq)) = self.waiting.pop_front() else {
                 break;
@@ -407,7 +409,9 @@ impl<M> QueueState<M> {
             }
             writer.granted = true;
             self.reserved += 1;
-            wake.extend(writer.waker.take());
+            if let Some(waker) = writer.waker.take() {
+                wake.push(waker);
+            }
         }
         wake
     }
@@ -449,9 +453,9 @@ impl<M: Message + Send + 'static> Queue<M> {
     }
 
     fn push(&self, item: Item<M>, epoch: u64) -> Result<bool, Cause> {
-        let mut wake = Vec::new();
+        let mut wake = Wakers::default();
         let pushed = self.push_deferred(item, epoch, &mut wake);
-        wake.into_iter().for_each(Waker::wake);
+        wake.wake_all();
         pushed
     }
 
@@ -486,7 +490,7 @@ impl<M: Message + Send + 'static> Queue<M> {
     }
 
     /// Takes the next message, and the writers to wake if that made room.
-    fn pop(&self, state: &mut QueueState<M>) -> (Option<M>, Vec<Waker>) {
+    fn pop(&self, state: &mut QueueState<M>) -> (Option<M>, Wakers) {
         let message = state.items.pop_front().map(|item| item.message);
         if state.items.is_empty() {
             state.purge_at = self.capacity;
@@ -494,7 +498,7 @@ impl<M: Message + Send + 'static> Queue<M> {
         let writers = if message.is_some() {
             state.grant(self.capacity)
         } else {
-            Vec::new()
+            Wakers::default()
         };
         (message, writers)
     }
@@ -554,10 +558,10 @@ impl<M: Message + Send + 'static> Drop for Ready<'_, M> {
                 state.reserved = state.reserved.saturating_sub(1);
                 state.grant(queue.capacity)
             } else {
-                Vec::new()
+                Wakers::default()
             };
             drop(state);
-            next.into_iter().for_each(Waker::wake);
+            next.wake_all();
         }
     }
 }
@@ -582,7 +586,7 @@ impl<M: Message + Send + 'static> Drop for Permit<'_, M> {
                 state.reserved = state.reserved.saturating_sub(1);
                 state.grant(queue.capacity)
             };
-            writers.into_iter().for_each(Waker::wake);
+            writers.wake_all();
         }
     }
 }
@@ -621,7 +625,7 @@ impl<M: Message + Send + 'static> Outbound<M> {
     pub fn try_recv(&mut self) -> Option<M> {
         let queue = self.queue.as_ref()?;
         let (message, writers) = queue.pop(&mut queue.lock());
-        writers.into_iter().for_each(Waker::wake);
+        writers.wake_all();
         message
     }
 
@@ -654,7 +658,7 @@ impl<M: Message + Send + 'static> Outbound<M> {
             }
             (message, writers)
         };
-        writers.into_iter().for_each(Waker::wake);
+        writers.wake_all();
         if message.is_none() {
             self.queue = None;
         }

@@ -175,8 +175,14 @@ impl<M: Message + Send + 'static> Session<M> {
             Poll::Pending => Poll::Pending,
         })
         .await;
-        drop(waiting);
-        let posted = shared.run(|state, now| state.core.post(id, message, now));
+        // Its registration is forgotten in the same round under the lock.
+        let registered = waiting.key.take();
+        let posted = shared.run(|state, now| {
+            if let Some(key) = registered {
+                state.forget_poster(id, key);
+            }
+            state.core.post(id, message, now)
+        });
         if let (Ok(()), Some(permit)) = (&posted, permit) {
             permit.commit();
         }

@@ -20,6 +20,7 @@ use slab::Slab;
 use crate::events::ManagerEvent;
 use crate::sender::Sender;
 use crate::session::Session;
+use crate::wakers::Wakers;
 
 /// The error every operation gets once the last manager handle is dropped.
 pub(crate) fn manager_dropped() -> SessionError {
@@ -194,37 +195,6 @@ impl<M: Message + Send + 'static> EventQueue<M> {
             std::mem::take(&mut self.items),
             std::mem::take(&mut self.sessions),
         )
-    }
-}
-
-/// Wakers to wake once the lock is released. Most calls wake one task or
-/// none: the first is kept inline, so that they allocate nothing.
-#[derive(Default)]
-pub(crate) struct Wakers {
-    first: Option<Waker>,
-    rest: Vec<Waker>,
-}
-
-impl Wakers {
-    fn push(&mut self, waker: Waker) {
-        if self.first.is_none() {
-            self.first = Some(waker);
-        } else {
-            self.rest.push(waker);
-        }
-    }
-
-    fn wake_all(self) {
-        if let Some(first) = self.first {
-            first.wake();
-        }
-        self.rest.into_iter().for_each(Waker::wake);
-    }
-}
-
-impl Extend<Waker> for Wakers {
-    fn extend<I: IntoIterator<Item = Waker>>(&mut self, wakers: I) {
-        wakers.into_iter().for_each(|waker| self.push(waker));
     }
 }
 
@@ -414,7 +384,7 @@ impl<M: Message + Send + 'static> Shared<M> {
                         let waiting = |send| !state.closed && state.core.is_send_waiting(send);
                         let granted = out.sender.purge(waiting);
                         drop(state);
-                        granted.into_iter().for_each(Waker::wake);
+                        granted.wake_all();
                     }
                     Err(cause) => failed.push((out.port, out.session, out.send, cause)),
                 }
@@ -536,15 +506,7 @@ impl<M: Message + Send + 'static> Shared<M> {
 
     /// Forgets the post of `session` registered under `key`.
     pub(crate) fn forget_poster(&self, session: SessionId, key: usize) {
-        let mut state = self.lock();
-        if let Some(posters) = state.posters.get_mut(&session) {
-            if posters.contains(key) {
-                posters.remove(key);
-            }
-            if posters.is_empty() {
-                state.posters.remove(&session);
-            }
-        }
+        self.lock().forget_poster(session, key);
     }
 
     /// Forgets the reader of `session` (its `recv` future was dropped).
@@ -638,6 +600,18 @@ impl<M: Message + Send + 'static> State<M> {
             },
         );
         Ok(send)
+    }
+
+    /// Forgets the post of `session` registered under `key`.
+    pub(crate) fn forget_poster(&mut self, session: SessionId, key: usize) {
+        if let Some(posters) = self.posters.get_mut(&session) {
+            if posters.contains(key) {
+                posters.remove(key);
+            }
+            if posters.is_empty() {
+                self.posters.remove(&session);
+            }
+        }
     }
 
     /// Takes the flush the previous flusher handed to the driver task.
