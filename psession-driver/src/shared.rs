@@ -58,7 +58,7 @@ pub(crate) struct State<M: Message + Send + 'static> {
     sends: HashMap<SendId, SendSlot<M>>,
     readers: HashMap<SessionId, Waker>,
     /// Posts waiting for room in a queue, woken when their session closes.
-    posters: HashMap<SessionId, Slab<Waker>>,
+    posters: HashMap<SessionId, Posters>,
     pub(crate) events: EventQueue<M>,
     pub(crate) timer: TimerSlot,
     /// Transmissions taken from the core, waiting for the flusher.
@@ -78,6 +78,50 @@ pub(crate) struct State<M: Message + Send + 'static> {
 pub(crate) struct PortEntry<M: Message + Send + 'static> {
     pub(crate) sender: Sender<M>,
     pub(crate) name: std::sync::Arc<str>,
+}
+
+/// The posts of one session waiting for room. Most sessions have one at a
+/// time: it is kept inline (key [`Posters::FIRST`]), the others in a slab.
+#[derive(Default)]
+struct Posters {
+    first: Option<Waker>,
+    more: Slab<Waker>,
+}
+
+impl Posters {
+    /// The key of the inline post (slab keys are far below it).
+    const FIRST: usize = usize::MAX;
+
+    /// Registers a post, or refreshes its waker if `key` is still its own.
+    fn register(&mut self, key: &mut Option<usize>, waker: &Waker) {
+        match *key {
+            Some(Self::FIRST) if self.first.is_some() => self.first = Some(waker.clone()),
+            Some(k) if k != Self::FIRST && self.more.contains(k) => {
+                self.more[k] = waker.clone();
+            }
+            _ if self.first.is_none() => {
+                self.first = Some(waker.clone());
+                *key = Some(Self::FIRST);
+            }
+            _ => *key = Some(self.more.insert(waker.clone())),
+        }
+    }
+
+    /// Forgets the post registered under `key`; returns whether none is
+    /// left.
+    fn forget(&mut self, key: usize) -> bool {
+        if key == Self::FIRST {
+            self.first = None;
+        } else if self.more.contains(key) {
+            self.more.remove(key);
+        }
+        self.first.is_none() && self.more.is_empty()
+    }
+
+    fn wake_into(self, wake: &mut Wakers) {
+        wake.extend(self.first);
+        wake.extend(self.more.into_iter().map(|(_, waker)| waker));
+    }
 }
 
 struct SendSlot<M> {
@@ -496,11 +540,11 @@ impl<M: Message + Send + 'static> Shared<M> {
         if state.closed || !state.core.is_live(session) {
             return false;
         }
-        let posters = state.posters.entry(session).or_default();
-        match key {
-            Some(key) if posters.contains(*key) => posters[*key] = waker.clone(),
-            _ => *key = Some(posters.insert(waker.clone())),
-        }
+        state
+            .posters
+            .entry(session)
+            .or_default()
+            .register(key, waker);
         true
     }
 
@@ -605,10 +649,7 @@ impl<M: Message + Send + 'static> State<M> {
     /// Forgets the post of `session` registered under `key`.
     pub(crate) fn forget_poster(&mut self, session: SessionId, key: usize) {
         if let Some(posters) = self.posters.get_mut(&session) {
-            if posters.contains(key) {
-                posters.remove(key);
-            }
-            if posters.is_empty() {
+            if posters.forget(key) {
                 self.posters.remove(&session);
             }
         }
@@ -652,9 +693,7 @@ impl<M: Message + Send + 'static> State<M> {
                     effects.wake(self.readers.remove(&session));
                     // Its posts waiting for room must see that it is gone.
                     if let Some(posters) = self.posters.remove(&session) {
-                        effects
-                            .wake
-                            .extend(posters.into_iter().map(|(_, waker)| waker));
+                        posters.wake_into(&mut effects.wake);
                     }
                     self.events.remove_incoming(session, effects);
                     if reason == CloseReason::Expired {
@@ -750,5 +789,36 @@ impl<M: Message + Send + 'static> State<M> {
             slot.outcome = Some(outcome);
             effects.wake(slot.waker.take());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inline post and the slab's keep their keys apart: each post
+    /// forgets its own registration only, and a close wakes every one.
+    #[test]
+    fn posters_keep_their_own_keys() {
+        let waker = Waker::noop();
+        let mut posters = Posters::default();
+        let (mut a, mut b, mut c) = (None, None, None);
+        posters.register(&mut a, waker);
+        posters.register(&mut b, waker);
+        assert_eq!(a, Some(Posters::FIRST));
+        assert_ne!(b, a);
+        // Refreshing keeps the key.
+        posters.register(&mut b, waker);
+        assert_ne!(b, Some(Posters::FIRST));
+        assert!(!posters.forget(a.take().unwrap()));
+        posters.register(&mut c, waker);
+        assert_eq!(c, Some(Posters::FIRST), "the inline place is free again");
+        assert!(!posters.forget(b.take().unwrap()));
+        let mut wake = Wakers::default();
+        posters.wake_into(&mut wake);
+        assert_eq!(wake.into_iter().count(), 1, "c is woken");
+        let mut posters = Posters::default();
+        posters.register(&mut a, waker);
+        assert!(posters.forget(a.take().unwrap()), "none left");
     }
 }
