@@ -3,7 +3,8 @@
 //! of the application runs while the lock is held.
 //!
 //! Lock order: the core's lock may be held while an outbound queue's lock is
-//! taken, never the other way round.
+//! taken, never the other way round. (A channel's transmissions are pushed
+//! into its queue under the core's lock; its reader is woken after.)
 
 use foldhash::{HashMap, HashMapExt};
 use std::collections::VecDeque;
@@ -61,7 +62,8 @@ pub(crate) struct State<M: Message + Send + 'static> {
     posters: HashMap<SessionId, Posters>,
     pub(crate) events: EventQueue<M>,
     pub(crate) timer: TimerSlot,
-    /// Transmissions taken from the core, waiting for the flusher.
+    /// Transmissions of closure senders taken from the core, waiting for
+    /// the flusher (a channel's join its queue in `collect`).
     outbox: VecDeque<Outgoing<M>>,
     /// Whether someone is flushing `outbox` (only one at a time, so that
     /// messages leave in order).
