@@ -16,7 +16,8 @@
 //! `session.rs` ([`Session`], [`SessionHandle`]), `sender.rs` ([`Sender`],
 //! [`Outbound`]), `events.rs` ([`Events`], [`ManagerEvent`]), `typed.rs`
 //! (serde helpers), `shared.rs` (the locked core and how its outputs reach
-//! the application) and `timer.rs` (the driver task).
+//! the application), `wakers.rs` (wake-ups gathered under a lock) and
+//! `timer.rs` (the driver task).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -29,6 +30,7 @@ mod session;
 mod shared;
 mod timer;
 mod typed;
+mod wakers;
 
 pub use events::{Events, ManagerEvent};
 pub use manager::SessionManager;

@@ -206,14 +206,22 @@ pub(crate) fn dispatch_to<M: Message + Send + 'static>(
     port: Option<PortId>,
     message: M,
 ) -> Routed<M> {
-    if shared.sid_of(&message).is_none() {
-        return Routed::NotSession(message);
-    }
     let Some(port) = port else {
-        return Routed::Dropped(DropReason::NoSuchPort);
+        return match shared.sid_of(&message) {
+            None => Routed::NotSession(message),
+            Some(_) => Routed::Dropped(DropReason::NoSuchPort),
+        };
     };
-    // A dropped manager routes nothing.
-    shared
-        .run(move |state, now| Ok(state.core.handle_inbound(port, message, now)))
-        .unwrap_or(Routed::Dropped(DropReason::NoSuchPort))
+    // The core reads the sid (once) and hands a non-session message back.
+    let mut message = Some(message);
+    let routed = shared.run(|state, now| match message.take() {
+        Some(message) => Ok(state.core.handle_inbound(port, message, now)),
+        None => unreachable!("the message is routed once"),
+    });
+    match (routed, message) {
+        (Ok(routed), _) => routed,
+        // A dropped manager routes nothing.
+        (Err(_), Some(message)) if shared.sid_of(&message).is_none() => Routed::NotSession(message),
+        (Err(_), _) => Routed::Dropped(DropReason::NoSuchPort),
+    }
 }

@@ -14,6 +14,8 @@ use psession_core::{Cause, Message, SendId, SessionError};
 use serde_json::Value;
 use slab::Slab;
 
+use crate::wakers::Wakers;
+
 type SendFn<M> = dyn Fn(M) -> Result<(), Cause> + Send + Sync;
 
 /// The transport of a port (the seed's `sender`).
@@ -123,7 +125,9 @@ impl<M: Message + Send + 'static> Sender<M> {
     /// when every port using it is destroyed (or the manager dropped), or
     /// when every clone of the `Sender` is dropped before any port used it.
     /// If the `Outbound` is dropped, later transmissions fail with a
-    /// transport error.
+    /// transport error. If a new port takes the channel over before the
+    /// stream has ended, what the ports that left had queued and nobody
+    /// read is dropped: it never reaches the new port's peer.
     pub fn channel(capacity: usize) -> (Self, Outbound<M>) {
         let queue = Arc::new(Queue {
             capacity: capacity.max(1),
@@ -179,6 +183,34 @@ impl<M: Message + Send + 'static> Sender<M> {
         }
     }
 
+    /// Whether this is a [`channel`](Self::channel) sender, whose
+    /// transmissions are pushed under the manager's lock (no application
+    /// code runs there: the wake-ups are handed back).
+    pub(crate) fn is_queue(&self) -> bool {
+        matches!(self.0, Kind::Queue(_))
+    }
+
+    /// [`transmit`](Self::transmit) for a channel sender, called with the
+    /// manager's lock held (lock order: core, then queue): the message
+    /// joins the queue now, and the waker of its reader (or, if refused, of
+    /// the posts given the freed room) is added to `wake` for the caller to
+    /// wake once the manager's lock is released. A sender of another kind
+    /// refuses it.
+    pub(crate) fn push_locked(
+        &self,
+        message: M,
+        send: Option<SendId>,
+        wake: &mut impl Extend<Waker>,
+    ) -> Result<bool, Cause> {
+        match &self.0 {
+            Kind::Queue(queue) => {
+                let epoch = queue.epoch.load(Ordering::Relaxed);
+                queue.push_deferred(Item { message, send }, epoch, wake)
+            }
+            _ => Err(Cause::msg("not a channel sender")),
+        }
+    }
+
     /// Waits until the transport has room for one more post, and reserves
     /// it (or until it never will have room again, in which case the post's
     /// transmission fails).
@@ -199,9 +231,9 @@ impl<M: Message + Send + 'static> Sender<M> {
     /// queue; queue code never takes the core's lock). Returns the posts
     /// given the room it freed, to wake once the core's lock is released.
     #[must_use]
-    pub(crate) fn purge(&self, waiting: impl Fn(SendId) -> bool) -> Vec<Waker> {
+    pub(crate) fn purge(&self, waiting: impl Fn(SendId) -> bool) -> Wakers {
         let Kind::Queue(queue) = &self.0 else {
-            return Vec::new();
+            return Wakers::default();
         };
         let mut state = queue.lock();
         state.items.retain(|item| item.send.is_none_or(&waiting));
@@ -211,7 +243,8 @@ impl<M: Message + Send + 'static> Sender<M> {
 
     /// Records that a port of manager `owner` sends through this sender.
     /// Fails if its outbound stream has already ended or been dropped, or
-    /// if another manager's ports use it.
+    /// if another manager's ports use it. A port that takes the channel
+    /// over after its last port left drops what that one left unread.
     pub(crate) fn attach(&self, owner: u64) -> Result<(), SessionError> {
         if let Kind::Queue(queue) = &self.0 {
             let mut state = queue.lock();
@@ -224,6 +257,13 @@ impl<M: Message + Send + 'static> Sender<M> {
                 return Err(SessionError::Config(
                     "a channel sender serves the ports of one manager only",
                 ));
+            }
+            if state.attached && state.ports == 0 {
+                // A port takes over a channel whose last port left: what
+                // that port left queued was for its own peer, not this
+                // one's. (Posts waiting for room were woken when it left.)
+                state.items.clear();
+                state.purge_at = queue.capacity;
             }
             state.owner = owner;
             state.ports += 1;
@@ -271,7 +311,7 @@ impl<M: Message + Send + 'static> Sender<M> {
                 state.reserved = state.reserved.saturating_sub(1);
                 state.grant(queue.capacity)
             };
-            writers.into_iter().for_each(Waker::wake);
+            writers.wake_all();
         }
     }
 }
@@ -355,8 +395,8 @@ impl<M> QueueState<M> {
 
     /// Hands the free room to the posts waiting longest, one place each,
     /// and returns their wakers: a freed place wakes one post, not all.
-    fn grant(&mut self, capacity: usize) -> Vec<Waker> {
-        let mut wake = Vec::new();
+    fn grant(&mut self, capacity: usize) -> Wakers {
+        let mut wake = Wakers::default();
         while self.has_room(capacity) {
             let Some((key, seq)) = self.waiting.pop_front() else {
                 break;
@@ -369,7 +409,9 @@ impl<M> QueueState<M> {
             }
             writer.granted = true;
             self.reserved += 1;
-            wake.extend(writer.waker.take());
+            if let Some(waker) = writer.waker.take() {
+                wake.push(waker);
+            }
         }
         wake
     }
@@ -411,6 +453,19 @@ impl<M: Message + Send + 'static> Queue<M> {
     }
 
     fn push(&self, item: Item<M>, epoch: u64) -> Result<bool, Cause> {
+        let mut wake = Wakers::default();
+        let pushed = self.push_deferred(item, epoch, &mut wake);
+        wake.wake_all();
+        pushed
+    }
+
+    /// [`push`](Self::push), leaving the wake-ups to the caller.
+    fn push_deferred(
+        &self,
+        item: Item<M>,
+        epoch: u64,
+        wake: &mut impl Extend<Waker>,
+    ) -> Result<bool, Cause> {
         let mut state = self.lock();
         if item.send.is_none() {
             state.reserved = state.reserved.saturating_sub(1);
@@ -426,22 +481,16 @@ impl<M: Message + Send + 'static> Queue<M> {
         };
         if let Some(refused) = refused {
             // The post's place is free again: it goes to the next in line.
-            let wake = state.grant(self.capacity);
-            drop(state);
-            wake.into_iter().for_each(Waker::wake);
+            wake.extend(state.grant(self.capacity));
             return Err(Cause::msg(refused));
         }
         state.items.push_back(item);
-        let (reader, purge) = (state.reader.take(), state.items.len() >= state.purge_at);
-        drop(state);
-        if let Some(reader) = reader {
-            reader.wake();
-        }
-        Ok(purge)
+        wake.extend(state.reader.take());
+        Ok(state.items.len() >= state.purge_at)
     }
 
     /// Takes the next message, and the writers to wake if that made room.
-    fn pop(&self, state: &mut QueueState<M>) -> (Option<M>, Vec<Waker>) {
+    fn pop(&self, state: &mut QueueState<M>) -> (Option<M>, Wakers) {
         let message = state.items.pop_front().map(|item| item.message);
         if state.items.is_empty() {
             state.purge_at = self.capacity;
@@ -449,7 +498,7 @@ impl<M: Message + Send + 'static> Queue<M> {
         let writers = if message.is_some() {
             state.grant(self.capacity)
         } else {
-            Vec::new()
+            Wakers::default()
         };
         (message, writers)
     }
@@ -509,10 +558,10 @@ impl<M: Message + Send + 'static> Drop for Ready<'_, M> {
                 state.reserved = state.reserved.saturating_sub(1);
                 state.grant(queue.capacity)
             } else {
-                Vec::new()
+                Wakers::default()
             };
             drop(state);
-            next.into_iter().for_each(Waker::wake);
+            next.wake_all();
         }
     }
 }
@@ -537,7 +586,7 @@ impl<M: Message + Send + 'static> Drop for Permit<'_, M> {
                 state.reserved = state.reserved.saturating_sub(1);
                 state.grant(queue.capacity)
             };
-            writers.into_iter().for_each(Waker::wake);
+            writers.wake_all();
         }
     }
 }
@@ -576,7 +625,7 @@ impl<M: Message + Send + 'static> Outbound<M> {
     pub fn try_recv(&mut self) -> Option<M> {
         let queue = self.queue.as_ref()?;
         let (message, writers) = queue.pop(&mut queue.lock());
-        writers.into_iter().for_each(Waker::wake);
+        writers.wake_all();
         message
     }
 
@@ -599,14 +648,17 @@ impl<M: Message + Send + 'static> Outbound<M> {
             let (message, writers) = queue.pop(&mut state);
             if message.is_none() {
                 if !state.is_closed() {
-                    state.reader = Some(cx.waker().clone());
+                    match &state.reader {
+                        Some(reader) if reader.will_wake(cx.waker()) => {}
+                        _ => state.reader = Some(cx.waker().clone()),
+                    }
                     return Poll::Pending;
                 }
                 state.ended = true;
             }
             (message, writers)
         };
-        writers.into_iter().for_each(Waker::wake);
+        writers.wake_all();
         if message.is_none() {
             self.queue = None;
         }

@@ -3,8 +3,9 @@
 
 use std::fmt;
 use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use psession_core::{Cause, Message, PortId, Routed, SendId, SendOptions, SessionError, SessionId};
 
@@ -109,28 +110,12 @@ impl<M: Message + Send + 'static> Session<M> {
     pub async fn send_with(&mut self, message: M, options: SendOptions) -> Result<M, SessionError> {
         // No wait for room in a queued transport: the send is registered
         // at once, so its timeout, cancel, abort and destroy all apply.
-        let id = self.handle.id;
-        let shared = &self.handle.shared;
-        let (send, effects) =
-            shared.run_deferred(|state, now| state.start_send(id, message, options, now))?;
-        let send = match send {
-            Ok(send) => send,
-            Err(error) => {
-                shared.apply(effects);
-                return Err(error);
-            }
-        };
-        // The guard exists before anything of the application runs (a
-        // sender may panic), so the send is withdrawn whatever happens.
-        let mut pending = PendingSend {
-            shared,
-            send,
-            done: false,
-        };
-        shared.apply(effects);
-        let outcome = poll_fn(|cx| shared.poll_send(send, cx)).await;
-        pending.done = true;
-        outcome
+        SendFuture {
+            handle: &self.handle,
+            start: Some((message, options)),
+            send: None,
+        }
+        .await
     }
 
     /// Sends `message` on the session without waiting for an answer. On a
@@ -156,8 +141,14 @@ impl<M: Message + Send + 'static> Session<M> {
             Poll::Pending => Poll::Pending,
         })
         .await;
-        drop(waiting);
-        let posted = shared.run(|state, now| state.core.post(id, message, now));
+        // Its registration is forgotten in the same round under the lock.
+        let registered = waiting.key.take();
+        let posted = shared.run(|state, now| {
+            if let Some(key) = registered {
+                state.forget_poster(id, key);
+            }
+            state.core.post(id, message, now)
+        });
         if let (Ok(()), Some(permit)) = (&posted, permit) {
             permit.commit();
         }
@@ -215,17 +206,63 @@ impl<M: Message + Send + 'static> Drop for Session<M> {
     }
 }
 
-/// Withdraws a send whose future is dropped before its outcome.
-struct PendingSend<'a, M: Message + Send + 'static> {
-    shared: &'a Arc<Shared<M>>,
-    send: SendId,
-    done: bool,
+/// A send: it starts at its first poll, registering that poll's waker in
+/// the same round under the lock, then waits for its outcome. Dropped
+/// before the outcome, it withdraws the send.
+struct SendFuture<'a, M: Message + Send + 'static> {
+    handle: &'a SessionHandle<M>,
+    /// The message and options, until the send starts.
+    start: Option<(M, SendOptions)>,
+    /// The send, once started and until its outcome is taken.
+    send: Option<SendId>,
 }
 
-impl<M: Message + Send + 'static> Drop for PendingSend<'_, M> {
+impl<M: Message + Send + 'static> Unpin for SendFuture<'_, M> {}
+
+impl<M: Message + Send + 'static> Future for SendFuture<'_, M> {
+    type Output = Result<M, SessionError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let shared = &this.handle.shared;
+        if let Some(send) = this.send {
+            let outcome = shared.poll_send(send, cx);
+            if outcome.is_ready() {
+                this.send = None;
+            }
+            return outcome;
+        }
+        let Some((message, options)) = this.start.take() else {
+            return Poll::Ready(Err(SessionError::Invalid));
+        };
+        let id = this.handle.id;
+        let started = shared
+            .run_deferred(|state, now| state.start_send(id, message, options, now, cx.waker()));
+        let (send, effects) = match started {
+            Ok(started) => started,
+            Err(error) => return Poll::Ready(Err(error)),
+        };
+        match send {
+            Ok(send) => {
+                // Set before anything of the application runs (a sender may
+                // panic): from here the send is withdrawn if dropped.
+                this.send = Some(send);
+                shared.apply(effects);
+                // The waker is registered: the outcome wakes this task.
+                Poll::Pending
+            }
+            Err(error) => {
+                shared.apply(effects);
+                Poll::Ready(Err(error))
+            }
+        }
+    }
+}
+
+impl<M: Message + Send + 'static> Drop for SendFuture<'_, M> {
     fn drop(&mut self) {
-        if !self.done {
-            self.shared.withdraw(self.send);
+        if let Some(send) = self.send {
+            self.handle.shared.withdraw(send);
         }
     }
 }

@@ -3,7 +3,8 @@
 //! of the application runs while the lock is held.
 //!
 //! Lock order: the core's lock may be held while an outbound queue's lock is
-//! taken, never the other way round.
+//! taken, never the other way round. (A channel's transmissions are pushed
+//! into its queue under the core's lock; its reader is woken after.)
 
 use foldhash::{HashMap, HashMapExt};
 use std::collections::VecDeque;
@@ -20,6 +21,7 @@ use slab::Slab;
 use crate::events::ManagerEvent;
 use crate::sender::Sender;
 use crate::session::Session;
+use crate::wakers::Wakers;
 
 /// The error every operation gets once the last manager handle is dropped.
 pub(crate) fn manager_dropped() -> SessionError {
@@ -57,10 +59,11 @@ pub(crate) struct State<M: Message + Send + 'static> {
     sends: HashMap<SendId, SendSlot<M>>,
     readers: HashMap<SessionId, Waker>,
     /// Posts waiting for room in a queue, woken when their session closes.
-    posters: HashMap<SessionId, Slab<Waker>>,
+    posters: HashMap<SessionId, Posters>,
     pub(crate) events: EventQueue<M>,
     pub(crate) timer: TimerSlot,
-    /// Transmissions taken from the core, waiting for the flusher.
+    /// Transmissions of closure senders taken from the core, waiting for
+    /// the flusher (a channel's join its queue in `collect`).
     outbox: VecDeque<Outgoing<M>>,
     /// Whether someone is flushing `outbox` (only one at a time, so that
     /// messages leave in order).
@@ -77,6 +80,50 @@ pub(crate) struct State<M: Message + Send + 'static> {
 pub(crate) struct PortEntry<M: Message + Send + 'static> {
     pub(crate) sender: Sender<M>,
     pub(crate) name: std::sync::Arc<str>,
+}
+
+/// The posts of one session waiting for room. Most sessions have one at a
+/// time: it is kept inline (key [`Posters::FIRST`]), the others in a slab.
+#[derive(Default)]
+struct Posters {
+    first: Option<Waker>,
+    more: Slab<Waker>,
+}
+
+impl Posters {
+    /// The key of the inline post (slab keys are far below it).
+    const FIRST: usize = usize::MAX;
+
+    /// Registers a post, or refreshes its waker if `key` is still its own.
+    fn register(&mut self, key: &mut Option<usize>, waker: &Waker) {
+        match *key {
+            Some(Self::FIRST) if self.first.is_some() => self.first = Some(waker.clone()),
+            Some(k) if k != Self::FIRST && self.more.contains(k) => {
+                self.more[k] = waker.clone();
+            }
+            _ if self.first.is_none() => {
+                self.first = Some(waker.clone());
+                *key = Some(Self::FIRST);
+            }
+            _ => *key = Some(self.more.insert(waker.clone())),
+        }
+    }
+
+    /// Forgets the post registered under `key`; returns whether none is
+    /// left.
+    fn forget(&mut self, key: usize) -> bool {
+        if key == Self::FIRST {
+            self.first = None;
+        } else if self.more.contains(key) {
+            self.more.remove(key);
+        }
+        self.first.is_none() && self.more.is_empty()
+    }
+
+    fn wake_into(self, wake: &mut Wakers) {
+        wake.extend(self.first);
+        wake.extend(self.more.into_iter().map(|(_, waker)| waker));
+    }
 }
 
 struct SendSlot<M> {
@@ -200,7 +247,7 @@ impl<M: Message + Send + 'static> EventQueue<M> {
 /// What to do once the lock is released.
 #[must_use]
 pub(crate) struct Effects<M: Message + Send + 'static> {
-    wake: Vec<Waker>,
+    wake: Wakers,
     flush: bool,
     drop_later: Vec<Session<M>>,
 }
@@ -208,7 +255,7 @@ pub(crate) struct Effects<M: Message + Send + 'static> {
 impl<M: Message + Send + 'static> Default for Effects<M> {
     fn default() -> Self {
         Effects {
-            wake: Vec::new(),
+            wake: Wakers::default(),
             flush: false,
             drop_later: Vec::new(),
         }
@@ -289,7 +336,7 @@ impl<M: Message + Send + 'static> Shared<M> {
             return Err(manager_dropped());
         }
         let out = f(&mut state, now);
-        state.collect(self, &mut effects);
+        state.collect(self, now, &mut effects);
         Ok((out, effects))
     }
 
@@ -312,7 +359,7 @@ impl<M: Message + Send + 'static> Shared<M> {
             flush,
             drop_later,
         } = effects;
-        wake.into_iter().for_each(Waker::wake);
+        wake.wake_all();
         drop(drop_later);
         if flush {
             self.flush(rounds);
@@ -383,7 +430,7 @@ impl<M: Message + Send + 'static> Shared<M> {
                         let waiting = |send| !state.closed && state.core.is_send_waiting(send);
                         let granted = out.sender.purge(waiting);
                         drop(state);
-                        granted.into_iter().for_each(Waker::wake);
+                        granted.wake_all();
                     }
                     Err(cause) => failed.push((out.port, out.session, out.send, cause)),
                 }
@@ -417,7 +464,7 @@ impl<M: Message + Send + 'static> Shared<M> {
             }
             // We own `flushing`: `collect` leaves new transmissions in the
             // outbox for the flush loop.
-            state.collect(self, &mut effects);
+            state.collect(self, now, &mut effects);
         }
         effects.flush = false;
         self.apply(effects);
@@ -454,7 +501,7 @@ impl<M: Message + Send + 'static> Shared<M> {
             state.sends.remove(&send);
             if !state.closed {
                 state.core.withdraw(send, now);
-                state.collect(self, &mut effects);
+                state.collect(self, now, &mut effects);
             }
         }
         // Runs in the send future's destructor.
@@ -495,25 +542,17 @@ impl<M: Message + Send + 'static> Shared<M> {
         if state.closed || !state.core.is_live(session) {
             return false;
         }
-        let posters = state.posters.entry(session).or_default();
-        match key {
-            Some(key) if posters.contains(*key) => posters[*key] = waker.clone(),
-            _ => *key = Some(posters.insert(waker.clone())),
-        }
+        state
+            .posters
+            .entry(session)
+            .or_default()
+            .register(key, waker);
         true
     }
 
     /// Forgets the post of `session` registered under `key`.
     pub(crate) fn forget_poster(&self, session: SessionId, key: usize) {
-        let mut state = self.lock();
-        if let Some(posters) = state.posters.get_mut(&session) {
-            if posters.contains(key) {
-                posters.remove(key);
-            }
-            if posters.is_empty() {
-                state.posters.remove(&session);
-            }
-        }
+        self.lock().forget_poster(session, key);
     }
 
     /// Forgets the reader of `session` (its `recv` future was dropped).
@@ -536,7 +575,7 @@ impl<M: Message + Send + 'static> Shared<M> {
                 .core
                 .abort_all(Some(Cause::msg("the session manager was dropped")), now);
             state.core.clear();
-            state.collect(self, &mut effects);
+            state.collect(self, now, &mut effects);
             state.closed = true;
             effects.wake(state.timer.waker.take());
             effects.wake(state.events.waker.take());
@@ -588,23 +627,34 @@ impl<M: Message + Send + 'static> State<M> {
         self.sender_of(port).cloned().unwrap_or_else(Sender::none)
     }
 
-    /// Starts a send in the core and registers its waiting slot.
+    /// Starts a send in the core and registers its waiting slot, with the
+    /// waker of the future that waits for it.
     pub(crate) fn start_send(
         &mut self,
         session: SessionId,
         message: M,
         options: psession_core::SendOptions,
         now: Instant,
+        waker: &Waker,
     ) -> Result<SendId, SessionError> {
         let send = self.core.send(session, message, options, now)?;
         self.sends.insert(
             send,
             SendSlot {
-                waker: None,
+                waker: Some(waker.clone()),
                 outcome: None,
             },
         );
         Ok(send)
+    }
+
+    /// Forgets the post of `session` registered under `key`.
+    pub(crate) fn forget_poster(&mut self, session: SessionId, key: usize) {
+        if let Some(posters) = self.posters.get_mut(&session) {
+            if posters.forget(key) {
+                self.posters.remove(&session);
+            }
+        }
     }
 
     /// Takes the flush the previous flusher handed to the driver task.
@@ -612,9 +662,25 @@ impl<M: Message + Send + 'static> State<M> {
         std::mem::take(&mut self.flush_handoff)
     }
 
-    /// Takes every output of the core: completes sends, wakes readers,
-    /// queues events and transmissions, and re-arms the timer.
-    pub(crate) fn collect(&mut self, shared: &Arc<Shared<M>>, effects: &mut Effects<M>) {
+    /// Takes every output of the core: transmits, completes sends, wakes
+    /// readers, queues events, and re-arms the timer. `now` is the time of
+    /// the call that produced the outputs.
+    ///
+    /// A transmission through a channel sender joins its queue here, under
+    /// the lock (no application code runs: the queue's reader is woken with
+    /// the effects), so it needs no second round through the outbox. Those
+    /// of closure senders, which are application code, wait in the outbox
+    /// for the flusher.
+    pub(crate) fn collect(
+        &mut self,
+        shared: &Arc<Shared<M>>,
+        now: Instant,
+        effects: &mut Effects<M>,
+    ) {
+        // First, since a refused push fails its send with an event.
+        while let Some(transmit) = self.core.poll_transmit() {
+            self.transmit(transmit, now, effects);
+        }
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::Reply { send, message, .. } => self.complete(send, Ok(message), effects),
@@ -629,9 +695,7 @@ impl<M: Message + Send + 'static> State<M> {
                     effects.wake(self.readers.remove(&session));
                     // Its posts waiting for room must see that it is gone.
                     if let Some(posters) = self.posters.remove(&session) {
-                        effects
-                            .wake
-                            .extend(posters.into_iter().map(|(_, waker)| waker));
+                        posters.wake_into(&mut effects.wake);
                     }
                     self.events.remove_incoming(session, effects);
                     if reason == CloseReason::Expired {
@@ -649,17 +713,6 @@ impl<M: Message + Send + 'static> State<M> {
                 _ => {}
             }
         }
-        while let Some(transmit) = self.core.poll_transmit() {
-            let sender = self.sender_for(transmit.port);
-            self.outbox.push_back(Outgoing {
-                port: transmit.port,
-                session: transmit.session,
-                send: transmit.send,
-                message: transmit.message,
-                epoch: sender.epoch(),
-                sender,
-            });
-        }
         if !self.outbox.is_empty() && !self.flushing {
             self.flushing = true;
             effects.flush = true;
@@ -669,6 +722,61 @@ impl<M: Message + Send + 'static> State<M> {
             if self.timer.armed.is_none_or(|armed| deadline < armed) {
                 self.timer.armed = Some(deadline);
                 effects.wake(self.timer.waker.take());
+            }
+        }
+    }
+
+    /// Hands one transmission to its channel now, or queues it in the
+    /// outbox for the flusher.
+    fn transmit(
+        &mut self,
+        transmit: psession_core::Transmit<M>,
+        now: Instant,
+        effects: &mut Effects<M>,
+    ) {
+        let psession_core::Transmit {
+            port,
+            session,
+            send,
+            message,
+        } = transmit;
+        // A port that is gone (destroyed by the same call) sends nothing.
+        let Some(sender) = self.sender_of(port) else {
+            return;
+        };
+        if !sender.is_queue() {
+            let sender = sender.clone();
+            self.outbox.push_back(Outgoing {
+                port,
+                session,
+                send,
+                message,
+                epoch: sender.epoch(),
+                sender,
+            });
+            return;
+        }
+        let error = match sender.push_locked(message, send, &mut effects.wake) {
+            Ok(false) => return,
+            Ok(true) => {
+                let (core, closed) = (&self.core, self.closed);
+                let granted = sender.purge(|send| !closed && core.is_send_waiting(send));
+                effects.wake.extend(granted);
+                return;
+            }
+            Err(cause) => cause,
+        };
+        match send {
+            Some(send) => {
+                self.core.handle_transmit_error(send, error, now);
+            }
+            None => {
+                let event = ManagerEvent::TransmitFailed {
+                    port,
+                    sid: session.sid(),
+                    error: SessionError::Transport(error),
+                };
+                self.events.push(event, effects);
             }
         }
     }
@@ -683,5 +791,36 @@ impl<M: Message + Send + 'static> State<M> {
             slot.outcome = Some(outcome);
             effects.wake(slot.waker.take());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inline post and the slab's keep their keys apart: each post
+    /// forgets its own registration only, and a close wakes every one.
+    #[test]
+    fn posters_keep_their_own_keys() {
+        let waker = Waker::noop();
+        let mut posters = Posters::default();
+        let (mut a, mut b, mut c) = (None, None, None);
+        posters.register(&mut a, waker);
+        posters.register(&mut b, waker);
+        assert_eq!(a, Some(Posters::FIRST));
+        assert_ne!(b, a);
+        // Refreshing keeps the key.
+        posters.register(&mut b, waker);
+        assert_ne!(b, Some(Posters::FIRST));
+        assert!(!posters.forget(a.take().unwrap()));
+        posters.register(&mut c, waker);
+        assert_eq!(c, Some(Posters::FIRST), "the inline place is free again");
+        assert!(!posters.forget(b.take().unwrap()));
+        let mut wake = Wakers::default();
+        posters.wake_into(&mut wake);
+        assert_eq!(wake.into_iter().count(), 1, "c is woken");
+        let mut posters = Posters::default();
+        posters.register(&mut a, waker);
+        assert!(posters.forget(a.take().unwrap()), "none left");
     }
 }

@@ -31,8 +31,9 @@ pub(crate) async fn drive<R: Runtime, M: Message + Send + 'static>(shared: Arc<S
             }
             // Taken first so that `collect` does not wake this very task.
             state.timer.waker = None;
-            state.core.handle_timeout((shared.now)());
-            state.collect(&shared, &mut effects);
+            let now = (shared.now)();
+            state.core.handle_timeout(now);
+            state.collect(&shared, now, &mut effects);
             let next = state.timer.next;
             state.timer.armed = next;
             state.timer.waker = Some(cx.waker().clone());

@@ -310,6 +310,42 @@ async fn closure_senders_may_call_back_into_managers<H: Harness>() {
     }
 }
 
+/// A reply that arrives during the send's first poll (a closure sender that
+/// answers at once, into the same manager) completes the send: the waker
+/// registered as the send starts is woken, and the next poll has the reply.
+async fn a_reply_during_the_first_poll_wakes_the_send<H: Harness>() {
+    let slot: Arc<std::sync::Mutex<Option<psession_driver::Port<Value>>>> = Arc::default();
+    let inner = slot.clone();
+    let manager = Manager::<H>::new(
+        ManagerConfig::default(),
+        Sender::from_fn(move |message: Value| {
+            let port = inner.lock().unwrap().clone().ok_or("no port yet")?;
+            port.dispatch(json!({ "sid": message["sid"], "echo": message["n"] }));
+            Ok(())
+        }),
+    )
+    .unwrap();
+    *slot.lock().unwrap() = Some(manager.default_port());
+    let mut session = manager.create_session("default").unwrap();
+    for n in 0..3 {
+        let (wakes, waker) = WakeCount::new();
+        let mut send = Box::pin(session.send(json!({ "n": n })));
+        // Either the first poll has the reply, or it was woken for it.
+        let reply = match poll_with(&mut send, &waker) {
+            std::task::Poll::Ready(reply) => reply,
+            std::task::Poll::Pending => {
+                assert_eq!(wakes.count(), 1, "the reply woke the send once");
+                match poll_with(&mut send, &waker) {
+                    std::task::Poll::Ready(reply) => reply,
+                    std::task::Poll::Pending => panic!("woken, but no reply"),
+                }
+            }
+        };
+        assert_eq!(reply.expect("the reply")["echo"], n);
+    }
+    assert_eq!(manager.stats().waiting_sends, 0);
+}
+
 /// A custom sid field (seed: `sessionIdName: "sessionId"`).
 async fn custom_session_id_name<H: Harness>() {
     let config = || ManagerConfig::default().session_id_name("sessionId");
@@ -402,6 +438,7 @@ on_both_runtimes!(
     cancel_and_abort_stop_retries,
     ten_clients_ten_turns_both_directions,
     closure_senders_may_call_back_into_managers,
+    a_reply_during_the_first_poll_wakes_the_send,
     custom_session_id_name,
     typed_requests_and_replies,
     many_concurrent_sessions_on_one_port,

@@ -417,9 +417,10 @@ on_both_runtimes!(
 );
 
 /// A post accepted on a port that is destroyed before its transmission
-/// leaves never reaches the port that takes the channel over. (The post is
-/// made from inside another port's sender, while it holds the flush, so it
-/// waits in the driver's outbox when the port is destroyed.)
+/// is read never reaches the port that takes the channel over. (The post is
+/// made from inside another port's sender, while that one is being called.
+/// A channel's transmissions join its queue at once; the takeover drops
+/// what the destroyed port left there.)
 #[test]
 fn a_destroyed_ports_posts_do_not_reach_the_next_port() {
     psession_tests::run_on_tokio(async {
@@ -449,6 +450,37 @@ fn a_destroyed_ports_posts_do_not_reach_the_next_port() {
             .await
             .unwrap();
         let z = manager.port("z").expect("z took the channel over");
+        z.create_session()
+            .unwrap()
+            .post(json!({ "for": "z" }))
+            .await
+            .unwrap();
+        let first = outbound.recv().await.unwrap();
+        assert_eq!(first["for"], "z", "x's post leaked to z's peer: {first}");
+        assert!(outbound.is_empty());
+    });
+}
+
+/// What a destroyed port left in its channel, unread, is not handed to the
+/// peer of the port that takes the channel over.
+#[test]
+fn a_destroyed_ports_queued_posts_do_not_reach_the_next_port() {
+    psession_tests::run_on_tokio(async {
+        let (manager, _out) = queued::<psession_tokio::Tokio>(ManagerConfig::default());
+        let (channel, mut outbound) = Sender::<Value>::channel(8);
+        let x = manager
+            .create_port("x", channel.clone(), PortOptions::default())
+            .unwrap();
+        let x_session = x.create_session().unwrap();
+        x_session
+            .post(json!({ "secret": "for x only" }))
+            .await
+            .unwrap();
+        assert_eq!(outbound.len(), 1, "the post is queued at once");
+        x.destroy().unwrap();
+        let z = manager
+            .create_port("z", channel.clone(), PortOptions::default())
+            .unwrap();
         z.create_session()
             .unwrap()
             .post(json!({ "for": "z" }))

@@ -1,0 +1,150 @@
+//! A fixed number of async round trips, for instruction counts under
+//! `valgrind --tool=callgrind` (which criterion's timing loop would blur):
+//!
+//! ```sh
+//! cargo build --release -p psession-benches --example round_trip_profile
+//! valgrind --tool=callgrind target/release/examples/round_trip_profile psession 20000
+//! valgrind --tool=callgrind target/release/examples/round_trip_profile correlator 20000
+//! ```
+//!
+//! The first argument is the contender (`psession` or `correlator`), the
+//! second the number of sequential turns, on a current-thread Tokio
+//! runtime, wired as in `benches/async_round_trip.rs`. A third argument
+//! `batch` runs that many conversations of 100 turns at once instead; a
+//! fourth argument `mt` runs on a multi-threaded runtime with 2 workers.
+//! `REPS=n` repeats a batch n times (at most 1,000 conversations per batch:
+//! the server's port takes 1,024 incoming sessions at once).
+
+use psession_benches::oneshot_correlator::{answer, on_tokio, request};
+use psession_tokio::{ManagerConfig, ManagerEvent, Sender, SessionManager};
+use serde_json::Value;
+
+const CAPACITY: usize = 64;
+
+fn wire() -> (SessionManager, SessionManager) {
+    let (to_server, mut client_out) = Sender::<Value>::channel(CAPACITY);
+    let (to_client, mut server_out) = Sender::<Value>::channel(CAPACITY);
+    let client = SessionManager::new(ManagerConfig::default(), to_server).unwrap();
+    let server = SessionManager::new(ManagerConfig::default(), to_client).unwrap();
+    let (server_port, client_port) = (server.default_port(), client.default_port());
+    tokio::spawn(async move {
+        while let Some(message) = client_out.recv().await {
+            server_port.dispatch(message);
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(message) = server_out.recv().await {
+            client_port.dispatch(message);
+        }
+    });
+    let mut events = server.events();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let ManagerEvent::Incoming(mut session) = event {
+                tokio::spawn(async move {
+                    while let Ok(request) = session.recv().await {
+                        let last = request["last"] == true;
+                        if session.post(answer(&request)).await.is_err() || last {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (client, server)
+}
+
+fn correlator() -> on_tokio::Client {
+    let (to_server, from_client) = tokio::sync::mpsc::channel(CAPACITY);
+    let (to_client, from_server) = tokio::sync::mpsc::channel(CAPACITY);
+    tokio::spawn(on_tokio::serve(from_client, to_client));
+    on_tokio::Client::new(to_server, from_server)
+}
+
+/// How many batches to run (`REPS`, default 1).
+fn reps() -> usize {
+    std::env::var("REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let contender = args.get(1).map_or("psession", String::as_str).to_owned();
+    let n: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let batch = args.get(3).is_some_and(|a| a == "batch");
+    let rt = if args.get(4).is_some_and(|a| a == "mt") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    };
+    rt.block_on(async move {
+        match (contender.as_str(), batch) {
+            ("psession", false) => {
+                let (client, _server) = wire();
+                let mut session = client.create_session("default").unwrap();
+                for turn in 0..n {
+                    let reply = session.send(request(turn, false)).await.unwrap();
+                    assert_eq!(reply["turn"].as_u64(), Some(turn));
+                }
+            }
+            ("psession", true) => {
+                let (client, _server) = wire();
+                for _ in 0..reps() {
+                    let tasks: Vec<_> = (0..n)
+                        .map(|_| {
+                            let mut session = client.create_session("default").unwrap();
+                            tokio::spawn(async move {
+                                for turn in 0..100 {
+                                    let reply = session.send(request(turn, turn == 99));
+                                    assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                }
+            }
+            ("correlator", false) => {
+                let client = correlator();
+                let mut conversation = client.conversation();
+                for turn in 0..n {
+                    let reply = conversation.send(request(turn, false)).await.unwrap();
+                    assert_eq!(reply["turn"].as_u64(), Some(turn));
+                }
+            }
+            ("correlator", true) => {
+                let client = correlator();
+                let turns = 100;
+                for _ in 0..reps() {
+                    let tasks: Vec<_> = (0..n)
+                        .map(|_| {
+                            let mut conversation = client.conversation();
+                            tokio::spawn(async move {
+                                for turn in 0..turns {
+                                    let reply = conversation.send(request(turn, turn + 1 == turns));
+                                    assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                }
+            }
+            (other, _) => panic!("unknown contender {other}"),
+        }
+    });
+}
