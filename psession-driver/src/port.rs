@@ -131,13 +131,20 @@ impl<M: Message + Send + 'static> Port<M> {
     /// default port that keeps the manager's sender.
     pub fn destroy(&self) -> Result<(), SessionError> {
         let id = self.id;
+        // Detached under the same lock as the port leaves the core, before
+        // anyone woken by the destroy can attach a new port to the channel
+        // (which must see that this one has left).
+        let mut wake = Vec::new();
         let entry = self.shared.run(|state, _| {
             state.core.destroy_port(id)?;
-            Ok(state.ports.remove(&id))
+            let entry = state.ports.remove(&id);
+            if let Some(entry) = &entry {
+                wake = entry.sender.detach_deferred();
+            }
+            Ok(entry)
         })?;
-        if let Some(entry) = entry {
-            entry.sender.detach();
-        }
+        wake.into_iter().for_each(std::task::Waker::wake);
+        drop(entry);
         Ok(())
     }
 
@@ -206,13 +213,14 @@ pub(crate) fn dispatch_to<M: Message + Send + 'static>(
     port: Option<PortId>,
     message: M,
 ) -> Routed<M> {
+    // A non-session message (heartbeats, telemetry: often most of the
+    // traffic) comes back without the manager's lock or the clock.
+    if shared.sid_of(&message).is_none() {
+        return Routed::NotSession(message);
+    }
     let Some(port) = port else {
-        return match shared.sid_of(&message) {
-            None => Routed::NotSession(message),
-            Some(_) => Routed::Dropped(DropReason::NoSuchPort),
-        };
+        return Routed::Dropped(DropReason::NoSuchPort);
     };
-    // The core reads the sid (once) and hands a non-session message back.
     let mut message = Some(message);
     let routed = shared.run(|state, now| match message.take() {
         Some(message) => Ok(state.core.handle_inbound(port, message, now)),
@@ -221,7 +229,6 @@ pub(crate) fn dispatch_to<M: Message + Send + 'static>(
     match (routed, message) {
         (Ok(routed), _) => routed,
         // A dropped manager routes nothing.
-        (Err(_), Some(message)) if shared.sid_of(&message).is_none() => Routed::NotSession(message),
         (Err(_), _) => Routed::Dropped(DropReason::NoSuchPort),
     }
 }

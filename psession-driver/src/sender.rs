@@ -276,20 +276,26 @@ impl<M: Message + Send + 'static> Sender<M> {
     /// one to go ends the outbound stream (after what is queued) and
     /// releases posts waiting for room.
     pub(crate) fn detach(&self) {
+        self.detach_deferred().into_iter().for_each(Waker::wake);
+    }
+
+    /// [`detach`](Self::detach), leaving the wake-ups to the caller (who
+    /// may hold the manager's lock: lock order core, then queue).
+    #[must_use]
+    pub(crate) fn detach_deferred(&self) -> Vec<Waker> {
         if let Kind::Queue(queue) = &self.0 {
-            let wake = {
-                let mut state = queue.lock();
-                state.ports = state.ports.saturating_sub(1);
-                if state.ports == 0 {
-                    queue.epoch.fetch_add(1, Ordering::Relaxed);
-                }
-                // Posts of the port's sessions wait here: let them see that
-                // their session is gone.
-                let mut wake = state.take_writers();
-                wake.extend(state.wake_if_closed());
-                wake
-            };
-            wake.into_iter().for_each(Waker::wake);
+            let mut state = queue.lock();
+            state.ports = state.ports.saturating_sub(1);
+            if state.ports == 0 {
+                queue.epoch.fetch_add(1, Ordering::Relaxed);
+            }
+            // Posts of the port's sessions wait here: let them see that
+            // their session is gone.
+            let mut wake = state.take_writers();
+            wake.extend(state.wake_if_closed());
+            wake
+        } else {
+            Vec::new()
         }
     }
 

@@ -250,6 +250,8 @@ pub(crate) struct Effects<M: Message + Send + 'static> {
     wake: Wakers,
     flush: bool,
     drop_later: Vec<Session<M>>,
+    /// Senders released under the lock, dropped after it.
+    drop_senders: Vec<Sender<M>>,
 }
 
 impl<M: Message + Send + 'static> Default for Effects<M> {
@@ -258,11 +260,19 @@ impl<M: Message + Send + 'static> Default for Effects<M> {
             wake: Wakers::default(),
             flush: false,
             drop_later: Vec::new(),
+            drop_senders: Vec::new(),
         }
     }
 }
 
 impl<M: Message + Send + 'static> Effects<M> {
+    /// Whether applying them runs code of the application (wakers, the
+    /// drops of sessions, closure senders), which may call back into the
+    /// manager and change what the caller saw under the lock.
+    pub(crate) fn runs_application_code(&self) -> bool {
+        self.flush || !self.wake.is_empty() || !self.drop_later.is_empty()
+    }
+
     pub(crate) fn wake(&mut self, waker: Option<Waker>) {
         if let Some(waker) = waker {
             self.wake.push(waker);
@@ -358,9 +368,11 @@ impl<M: Message + Send + 'static> Shared<M> {
             wake,
             flush,
             drop_later,
+            drop_senders,
         } = effects;
         wake.wake_all();
         drop(drop_later);
+        drop(drop_senders);
         if flush {
             self.flush(rounds);
         }
@@ -591,7 +603,17 @@ impl<M: Message + Send + 'static> Shared<M> {
             // thread, the driver task, or a sender that dropped the manager;
             // else this call) drains the outbox in order, posts included,
             // then detaches the senders.
-            state.detach_later = senders;
+            // Channel senders have nothing in the outbox (their
+            // transmissions joined their queues under this lock): detach
+            // them now, under the same lock as `closed`, so that whoever
+            // the wake-ups below run can take the channel over at once.
+            let (queues, others): (Vec<_>, Vec<_>) =
+                senders.into_iter().partition(Sender::is_queue);
+            for queue in &queues {
+                effects.wake.extend(queue.detach_deferred());
+            }
+            effects.drop_senders = queues;
+            state.detach_later = others;
             effects.flush = !std::mem::replace(&mut state.flushing, true) || effects.flush;
             state.events.take_all()
         };
