@@ -14,14 +14,16 @@
 //!   robin over the ports (so at 1k sessions, 1,000 ports hold one session
 //!   and 9,000 none: the "spread over 10k ports" taken literally).
 //!   *Per idle session* = live bytes after the opens minus before, over
-//!   `n`: the session's slab slot, its entry in its port's sid map, its
-//!   expiry entry in the deadline heap, with the slack these growable
+//!   `n`: the session's slab slot, its entry in its port's sid map, and
+//!   its port's one expiry entry in the deadline heap (a port with idle
+//!   sessions has one, however many), with the slack these growable
 //!   tables carry at that size. The `SessionId`s the caller keeps are in a
 //!   vector allocated before the first count (the caller's, not
 //!   psession's). *Per waiting send* = then one `send` (no retries) on
 //!   every session, each followed by draining `poll_transmit`, so the
 //!   request, which psession hands to the transport, is freed before the
-//!   count: live bytes after minus before, over `n`. With retries the core
+//!   count: live bytes after minus before, over `n` (the send's entry in
+//!   the core's slab of waiting sends and its deadline entry). With retries the core
 //!   would also keep a copy of the message; none is counted here.
 //! - **tokio driver** (`psession_tokio::SessionManager`, a closure sender
 //!   per port that drops each message): the same, through the async API:

@@ -3,8 +3,10 @@
 //! The type and its clock live here; its methods are grouped by concern in
 //! the submodules: ports, sessions (opening, allocation, closing), sending
 //! (send, post and the ways a waiting send ends), inbound (routing and
-//! `recv`) and timers (deadlines).
+//! `recv`), timers (deadlines) and idle (each port's sessions by last
+//! activity, for expiry).
 
+mod idle;
 mod inbound;
 mod ports;
 mod sending;
@@ -20,10 +22,10 @@ use slab::Slab;
 use crate::config::{ManagerConfig, PortOptions, PortSettings};
 use crate::error::SessionError;
 use crate::event::{Event, Transmit};
-use crate::id::PortId;
+use crate::id::{PortId, SessionId};
 use crate::message::Message;
 use crate::port::Port;
-use crate::session::{Retry, Slot};
+use crate::session::{Retry, Slot, Waiting};
 use crate::stats::{Counters, PortStats, Stats};
 use crate::timer::{nanos, TimerQueue, NEVER};
 
@@ -89,9 +91,14 @@ pub struct Manager<M: Message = Value> {
     port_names: HashMap<Box<str>, u32>,
     port_generation: u32,
     default_port: PortId,
-    sessions: Slab<Slot<M>>,
+    sessions: Slab<Slot>,
+    /// The sends waiting for their reply (a [`SendId`](crate::SendId)'s
+    /// key is its key here).
+    waitings: Slab<Waiting>,
     /// Retry state of the sends that have retries left.
     retries: Slab<Retry<M>>,
+    /// The `recv` queues of the sessions that have had one.
+    inboxes: Slab<VecDeque<M>>,
     session_generation: u64,
     send_number: u64,
     timers: TimerQueue,
@@ -100,7 +107,6 @@ pub struct Manager<M: Message = Value> {
     transmits: VecDeque<Transmit<M>>,
     events: VecDeque<Event<M>>,
     counters: Counters,
-    waiting: usize,
     queued_messages: usize,
 }
 
@@ -122,7 +128,9 @@ impl<M: Message> Manager<M> {
                 generation: 0,
             },
             sessions: Slab::new(),
+            waitings: Slab::new(),
             retries: Slab::new(),
+            inboxes: Slab::new(),
             session_generation: 0,
             send_number: 0,
             timers: TimerQueue::default(),
@@ -131,7 +139,6 @@ impl<M: Message> Manager<M> {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
-            waiting: 0,
             queued_messages: 0,
         };
         manager.default_port = manager.create_port(DEFAULT_PORT, PortOptions::default())?;
@@ -153,6 +160,20 @@ impl<M: Message> Manager<M> {
 
     fn instant(&self, t: u64) -> Option<Instant> {
         self.epoch?.checked_add(Duration::from_nanos(t))
+    }
+
+    /// The handle of live session `key`.
+    fn id_of(&self, key: u32) -> SessionId {
+        let slot = &self.sessions[key as usize];
+        SessionId {
+            port: PortId {
+                index: slot.port,
+                generation: self.ports[slot.port as usize].generation,
+            },
+            sid: slot.sid,
+            key,
+            generation: slot.generation(),
+        }
     }
 
     /// The sid `message` carries, if it is a session message.
@@ -195,7 +216,7 @@ impl<M: Message> Manager<M> {
         Stats {
             ports: self.ports.len(),
             live_sessions: self.sessions.len(),
-            waiting_sends: self.waiting,
+            waiting_sends: self.waitings.len(),
             queued_messages: self.queued_messages,
             queued_transmits: self.transmits.len(),
             queued_events: self.events.len(),
