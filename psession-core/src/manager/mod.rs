@@ -103,6 +103,9 @@ pub struct Manager<M: Message = Value> {
     send_number: u64,
     timers: TimerQueue,
     epoch: Option<Instant>,
+    /// The instant the last input came with: an input with the same one
+    /// skips converting it (`now` holds it already).
+    last_input: Option<Instant>,
     now: u64,
     transmits: VecDeque<Transmit<M>>,
     events: VecDeque<Event<M>>,
@@ -135,6 +138,7 @@ impl<M: Message> Manager<M> {
             send_number: 0,
             timers: TimerQueue::default(),
             epoch: None,
+            last_input: None,
             now: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -148,12 +152,15 @@ impl<M: Message> Manager<M> {
     /// Takes `now` as the current time (never going backwards) and
     /// processes every deadline that has passed.
     fn advance(&mut self, now: Instant) -> u64 {
-        let epoch = *self.epoch.get_or_insert(now);
-        let t = now
-            .checked_duration_since(epoch)
-            .map_or(0, nanos)
-            .min(NEVER - 1);
-        self.now = self.now.max(t);
+        if self.last_input != Some(now) {
+            let epoch = *self.epoch.get_or_insert(now);
+            let t = now
+                .checked_duration_since(epoch)
+                .map_or(0, nanos)
+                .min(NEVER - 1);
+            self.now = self.now.max(t);
+            self.last_input = Some(now);
+        }
         self.fire_due();
         self.now
     }
