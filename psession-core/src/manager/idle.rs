@@ -24,7 +24,7 @@ impl<M: Message> Manager<M> {
     /// Records activity at `now` on session `key`, whose send (if it had
     /// one) has ended, and places it in its port's idle list accordingly:
     /// at the tail, or left there if it is the tail already.
-    #[inline]
+    #[inline(always)]
     pub(super) fn idle_touch(&mut self, key: u32, now: u64) {
         let slot = &mut self.sessions[key as usize];
         slot.last_activity = now;
