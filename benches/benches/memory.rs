@@ -4,7 +4,8 @@
 //!
 //! Not a criterion group: it prints a table (and exits non-zero only if
 //! something fails, never for a missed target). `PSESSION_BENCH_QUICK=1`
-//! skips the 1M row. A filter argument that `memory` does not contain
+//! skips the 1M row; `PSESSION_MEMORY_SIZES=1025,1100` counts other sizes
+//! instead. A filter argument that `memory` does not contain
 //! (`cargo bench -- async_round_trip`) skips the whole target.
 //!
 //! What is counted, for `n` sessions over `P` = 10,000 ports:
@@ -272,10 +273,19 @@ fn main() {
         return;
     }
     let quick = psession_benches::quick();
-    let sizes: &[usize] = if quick {
-        &[1_000, 100_000]
-    } else {
-        &[1_000, 100_000, 1_000_000]
+    let chosen: Option<Vec<usize>> = std::env::var("PSESSION_MEMORY_SIZES").ok().map(|list| {
+        list.split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("PSESSION_MEMORY_SIZES: numbers, comma-separated")
+            })
+            .collect()
+    });
+    let sizes: &[usize] = match &chosen {
+        Some(sizes) => sizes,
+        None if quick => &[1_000, 100_000],
+        None => &[1_000, 100_000, 1_000_000],
     };
     let started = Instant::now();
     let mut rows = Vec::new();
