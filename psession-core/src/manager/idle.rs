@@ -4,11 +4,12 @@
 //! (see `timer.rs`).
 //!
 //! Every session with no send waiting is in the list, at the place of its
-//! last activity. A send leaves its session where it is (that costs
-//! nothing, and a session that is the newest of its port stays the
-//! newest): a session with a send waiting never expires, so when it comes
-//! to the head of the list it is taken out, and when its send ends it goes
-//! back in at the place of its new activity, normally the tail.
+//! last activity. A send leaves its session where it is, which costs
+//! nothing (a round trip on the newest session of its port touches the
+//! list not at all): a session with a send waiting never expires, so when
+//! it comes to the head of the list it is taken out, and when its send
+//! ends it goes back in at the place of its new activity, normally the
+//! tail.
 //!
 //! So the list is ordered by each session's last activity *when it was
 //! placed*. For a session with no send waiting that is its last activity
@@ -21,9 +22,10 @@ use crate::message::Message;
 use crate::port::{NIL, OUT};
 
 impl<M: Message> Manager<M> {
-    /// Records activity at `now` on session `key`, whose send (if it had
-    /// one) has ended, and places it in its port's idle list accordingly:
-    /// at the tail, or left there if it is the tail already.
+    /// Records activity at `now` on session `key`, which has no send
+    /// waiting (any it had has just ended), and places it in its port's
+    /// idle list accordingly: at the tail, or left there if it is the tail
+    /// already.
     #[inline(always)]
     pub(super) fn idle_touch(&mut self, key: u32, now: u64) {
         let slot = &mut self.sessions[key as usize];
