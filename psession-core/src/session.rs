@@ -136,22 +136,68 @@ pub(crate) fn live_slot(
 }
 
 /// The send waiting on a session, in the manager's `Waiting` slab; its key
-/// there is the `key` of its [`SendId`](crate::SendId).
+/// there is the `key` of its [`SendId`](crate::SendId). 24 bytes, in the
+/// slab too (the number is never zero: the slab uses that niche).
 ///
-/// Its deadline has exactly one entry in the deadline queue, pushed when
-/// the deadline was set (a send's deadline only ever moves when it fires).
+/// Its deadline is armed in the deadline queue under the same key (see
+/// `timer.rs`).
 pub(crate) struct Waiting {
     /// Slab key of its session.
     pub(crate) session: u32,
-    pub(crate) number: u64,
+    /// Key of its [`Retry`] in the manager's retry slab while retries
+    /// remain (`NO_RETRY` otherwise), and in the top bit whether it is
+    /// between a timed-out attempt and the next one.
+    retry: u32,
+    /// Send numbers start at 1.
+    number: NonZeroU64,
     /// When the current attempt times out or, while backing off, when the
     /// next attempt goes out.
     pub(crate) deadline: u64,
-    /// Key of its [`Retry`] in the manager's retry slab while retries remain,
-    /// else `NIL`.
-    pub(crate) retry: u32,
+}
+
+const BACKING_OFF: u32 = 1 << 31;
+const NO_RETRY: u32 = BACKING_OFF - 1;
+
+impl Waiting {
+    /// A send numbered `number` (at least 1), waiting until `deadline`,
+    /// with its retry state under `retry` of the retry slab, if it has one
+    /// (its keys stay below 2^31 - 1: that many retry states, each with a
+    /// copy of its message, would take over 80 GB).
+    pub(crate) fn new(session: u32, number: u64, deadline: u64, retry: Option<u32>) -> Waiting {
+        debug_assert!(number > 0 && retry.is_none_or(|key| key < NO_RETRY));
+        Waiting {
+            session,
+            retry: retry.map_or(NO_RETRY, |key| key & NO_RETRY),
+            number: NonZeroU64::new(number).unwrap_or(NonZeroU64::MIN),
+            deadline,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn number(&self) -> u64 {
+        self.number.get()
+    }
+
+    /// Key of its retry state, while retries remain.
+    #[inline]
+    pub(crate) fn retry(&self) -> Option<u32> {
+        let key = self.retry & NO_RETRY;
+        (key != NO_RETRY).then_some(key)
+    }
+
+    /// Forgets its retry state (the last retry has gone out).
+    pub(crate) fn clear_retry(&mut self) {
+        self.retry = NO_RETRY;
+    }
+
     /// Between a timed-out attempt and the next one.
-    pub(crate) backing_off: bool,
+    pub(crate) fn backing_off(&self) -> bool {
+        self.retry & BACKING_OFF != 0
+    }
+
+    pub(crate) fn set_backing_off(&mut self, backing_off: bool) {
+        self.retry = self.retry & NO_RETRY | if backing_off { BACKING_OFF } else { 0 };
+    }
 }
 
 /// What a send with retries left needs to transmit again. Kept apart from
@@ -181,7 +227,20 @@ mod tests {
     fn an_idle_session_takes_48_bytes_in_the_slab() {
         assert_eq!(std::mem::size_of::<Slot>(), 48);
         assert_eq!(std::mem::size_of::<SlabEntry<Slot>>(), 48);
-        assert_eq!(std::mem::size_of::<SlabEntry<Waiting>>(), 32);
+        assert_eq!(std::mem::size_of::<SlabEntry<Waiting>>(), 24);
+    }
+
+    #[test]
+    fn a_waiting_sends_retry_key_and_pause_flag_stay_apart() {
+        let mut waiting = Waiting::new(1, 7, 100, Some(5));
+        assert_eq!((waiting.retry(), waiting.backing_off()), (Some(5), false));
+        waiting.set_backing_off(true);
+        assert_eq!((waiting.retry(), waiting.backing_off()), (Some(5), true));
+        waiting.clear_retry();
+        waiting.set_backing_off(false);
+        assert_eq!((waiting.retry(), waiting.backing_off()), (None, false));
+        assert_eq!(Waiting::new(1, 7, 100, None).retry(), None);
+        assert_eq!(waiting.number(), 7);
     }
 
     #[test]

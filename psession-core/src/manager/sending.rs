@@ -38,27 +38,21 @@ impl<M: Message> Manager<M> {
         let p = &mut self.ports[slot.port as usize];
         let timeout_ns = options.timeout.map_or(p.timeout_ns, nanos);
         let retries = options.retry_count.unwrap_or(p.settings.retry_count);
-        let retry = if retries == 0 {
-            NIL
-        } else {
+        let retry = (retries > 0).then(|| {
             self.retries.insert(Retry {
                 left: retries,
                 timeout_ns,
                 interval_ns: options.retry_interval.map_or(p.retry_interval_ns, nanos),
                 message: message.clone(),
             }) as u32
-        };
+        });
         p.waiting += 1;
         self.send_number += 1;
         let number = self.send_number;
         let deadline = now.saturating_add(timeout_ns);
-        let key = self.waitings.insert(Waiting {
-            session: session.key,
-            number,
-            deadline,
-            retry,
-            backing_off: false,
-        }) as u32;
+        let key = self
+            .waitings
+            .insert(Waiting::new(session.key, number, deadline, retry)) as u32;
         slot.waiting = key;
         slot.last_activity = now;
         slot.set_late_pending(false);
@@ -166,7 +160,7 @@ impl<M: Message> Manager<M> {
     fn send_session(&self, send: SendId) -> Option<u32> {
         self.waitings
             .get(send.key as usize)
-            .filter(|waiting| waiting.number == send.number)
+            .filter(|waiting| waiting.number() == send.number)
             .map(|waiting| waiting.session)
     }
 
@@ -181,13 +175,13 @@ impl<M: Message> Manager<M> {
             return None;
         }
         let waiting = self.waitings.remove(send as usize);
-        if waiting.retry != NIL {
-            self.retries.remove(waiting.retry as usize);
+        if let Some(retry) = waiting.retry() {
+            self.retries.remove(retry as usize);
         }
         self.ports[slot.port as usize].waiting -= 1;
         Some(SendId {
             key: send,
-            number: waiting.number,
+            number: waiting.number(),
         })
     }
 

@@ -59,34 +59,34 @@ impl<M: Message> Manager<M> {
     fn fire_send(&mut self, key: u32, now: u64) {
         let waiting = &mut self.waitings[key as usize];
         let (session, due) = (waiting.session, waiting.deadline);
-        if waiting.retry == NIL {
+        let Some(retry_key) = waiting.retry() else {
             self.fail_waiting(session, Some(&SessionError::Timeout), due);
             return;
-        }
-        let retry = &mut self.retries[waiting.retry as usize];
-        if !waiting.backing_off {
-            waiting.backing_off = true;
+        };
+        let retry = &mut self.retries[retry_key as usize];
+        if !waiting.backing_off() {
+            waiting.set_backing_off(true);
             waiting.deadline = due.saturating_add(retry.interval_ns);
             self.timers.arm_send(key, waiting.deadline);
             return;
         }
         // The pause is over: the next attempt.
-        waiting.backing_off = false;
+        waiting.set_backing_off(false);
         waiting.deadline = due.saturating_add(retry.timeout_ns);
         retry.left -= 1;
         // An attempt whose whole wait is already past (the clock jumped) is
         // not worth sending.
         let transmit = waiting.deadline > now;
         let message = if retry.left == 0 {
-            let last = self.retries.remove(waiting.retry as usize);
-            waiting.retry = NIL;
+            let last = self.retries.remove(retry_key as usize);
+            waiting.clear_retry();
             transmit.then_some(last.message)
         } else {
             transmit.then(|| retry.message.clone())
         };
         let send = SendId {
             key,
-            number: waiting.number,
+            number: waiting.number(),
         };
         self.timers.arm_send(key, waiting.deadline);
         if let Some(message) = message {
