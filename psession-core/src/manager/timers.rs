@@ -3,12 +3,12 @@
 
 use std::time::Instant;
 
+use super::idle::first_idle;
 use super::Manager;
 use crate::error::SessionError;
 use crate::event::{CloseReason, Transmit};
 use crate::id::SendId;
 use crate::message::Message;
-use crate::port::NIL;
 use crate::timer::{Entry, Target, TimerQueue};
 
 impl<M: Message> Manager<M> {
@@ -178,11 +178,13 @@ impl<M: Message> Manager<M> {
     }
 
     /// Rebuilds the deadline queue from what is live: one entry per waiting
-    /// send (at most), and the entries of ports whose idle list is not
-    /// empty (a port whose list is empty is disarmed). Every orphan goes,
-    /// and what remains is at most one entry per session.
+    /// send (at most), and the entries of ports with a session that may
+    /// expire (the sessions with a send waiting are taken off the head of
+    /// each list first; a port with none left is disarmed). Every orphan
+    /// goes, and what remains is at most one entry per session: a port's
+    /// entry stands for one of its sessions with no send waiting.
     pub(super) fn reclaim_timers(&mut self) {
-        let (ports, waitings) = (&mut self.ports, &self.waitings);
+        let (ports, sessions, waitings) = (&mut self.ports, &mut self.sessions, &self.waitings);
         self.timers.rebuild(
             waitings.iter().map(|(key, _)| key as u32),
             |key| waitings.contains(key as usize),
@@ -191,7 +193,7 @@ impl<M: Message> Manager<M> {
                     if !entry.is_current(&p.timer) {
                         return false;
                     }
-                    if p.idle_head == NIL {
+                    if first_idle(sessions, p).is_none() {
                         TimerQueue::disarm(&mut p.timer);
                         return false;
                     }
