@@ -183,6 +183,11 @@ impl TimerQueue {
         }
     }
 
+    /// Takes every entry out, for [`rebuild`](Self::rebuild).
+    pub(crate) fn take(&mut self) -> Vec<Reverse<Entry>> {
+        std::mem::take(&mut self.heap).into_vec()
+    }
+
     /// Rebuilds the queue from what is live, in place (no allocation: what
     /// is live was in the queue):
     ///
@@ -193,11 +198,11 @@ impl TimerQueue {
     ///   others as it sees fit).
     pub(crate) fn rebuild(
         &mut self,
+        mut entries: Vec<Reverse<Entry>>,
         held: impl Iterator<Item = u32>,
         is_held: impl Fn(u32) -> bool,
         mut port_is_current: impl FnMut(&Entry, u32) -> bool,
     ) {
-        let mut entries = std::mem::take(&mut self.heap).into_vec();
         let sends = &mut self.sends;
         entries.retain(|Reverse(entry)| match entry.target() {
             Target::Send(key) => {

@@ -17,12 +17,12 @@
 //! waiting may have been active since, which only matters once its send
 //! ends, and then it is placed again.
 
-use slab::Slab;
+use std::cmp::Reverse;
 
 use super::Manager;
 use crate::message::Message;
-use crate::port::{Port, NIL, OUT};
-use crate::session::Slot;
+use crate::port::{NIL, OUT};
+use crate::timer::{Entry, Target};
 
 impl<M: Message> Manager<M> {
     /// Records activity at `now` on session `key`, which has no send
@@ -80,20 +80,54 @@ impl<M: Message> Manager<M> {
     /// Takes session `key` out of its port's idle list, if it is in it.
     /// The port's armed expiry stays: the new head expires no earlier.
     pub(super) fn idle_unlink(&mut self, key: u32) {
-        let index = self.sessions[key as usize].port;
-        unlink(&mut self.sessions, &mut self.ports[index as usize], key);
+        let sessions = &mut self.sessions;
+        let slot = &mut sessions[key as usize];
+        let (prev, next) = (slot.idle_prev, slot.idle_next);
+        if prev == OUT {
+            return;
+        }
+        slot.idle_prev = OUT;
+        slot.idle_next = NIL;
+        let p = &mut self.ports[slot.port as usize];
+        match prev {
+            NIL => p.idle_head = next,
+            prev => sessions[prev as usize].idle_next = next,
+        }
+        match next {
+            NIL => p.idle_tail = prev,
+            next => sessions[next as usize].idle_prev = prev,
+        }
     }
 
     /// The session of port `index` that expires next, with its expiry:
     /// the head of its idle list, once the sessions with a send waiting are
     /// taken off the head.
     pub(super) fn idle_first(&mut self, index: u32) -> Option<(u32, u64)> {
-        let p = &mut self.ports[index as usize];
-        let head = first_idle(&mut self.sessions, p)?;
-        let expiry = self.sessions[head as usize]
-            .last_activity
-            .saturating_add(p.max_life_ns);
-        Some((head, expiry))
+        loop {
+            let p = &self.ports[index as usize];
+            let head = p.idle_head;
+            if head == NIL {
+                return None;
+            }
+            let slot = &self.sessions[head as usize];
+            if !slot.is_waiting() {
+                return Some((head, slot.last_activity.saturating_add(p.max_life_ns)));
+            }
+            self.idle_unlink(head);
+        }
+    }
+
+    /// Takes the sessions with a send waiting off the head of the idle
+    /// lists of the ports that have `entries` (for a rebuild of the
+    /// deadline queue).
+    pub(super) fn idle_drop_waiting_heads(&mut self, entries: &[Reverse<Entry>]) {
+        for Reverse(entry) in entries {
+            if let Target::Port(index) = entry.target() {
+                if self.ports.contains(index as usize) {
+                    self.idle_first(index);
+                }
+            }
+        }
     }
 
     /// Arms port `index`'s expiry for its next session to expire, if any.
@@ -102,39 +136,5 @@ impl<M: Message> Manager<M> {
             let p = &mut self.ports[index as usize];
             self.timers.arm(&mut p.timer, index, expiry);
         }
-    }
-}
-
-/// Takes session `key` out of port `p`'s idle list, if it is in it.
-fn unlink(sessions: &mut Slab<Slot>, p: &mut Port, key: u32) {
-    let slot = &mut sessions[key as usize];
-    let (prev, next) = (slot.idle_prev, slot.idle_next);
-    if prev == OUT {
-        return;
-    }
-    slot.idle_prev = OUT;
-    slot.idle_next = NIL;
-    match prev {
-        NIL => p.idle_head = next,
-        prev => sessions[prev as usize].idle_next = next,
-    }
-    match next {
-        NIL => p.idle_tail = prev,
-        next => sessions[next as usize].idle_prev = prev,
-    }
-}
-
-/// The first session of port `p`'s idle list with no send waiting, once
-/// those with one are taken off its head.
-pub(super) fn first_idle(sessions: &mut Slab<Slot>, p: &mut Port) -> Option<u32> {
-    loop {
-        let head = p.idle_head;
-        if head == NIL {
-            return None;
-        }
-        if !sessions[head as usize].is_waiting() {
-            return Some(head);
-        }
-        unlink(sessions, p, head);
     }
 }

@@ -3,12 +3,12 @@
 
 use std::time::Instant;
 
-use super::idle::first_idle;
 use super::Manager;
 use crate::error::SessionError;
 use crate::event::{CloseReason, Transmit};
 use crate::id::SendId;
 use crate::message::Message;
+use crate::port::NIL;
 use crate::timer::{Entry, Target, TimerQueue};
 
 impl<M: Message> Manager<M> {
@@ -183,9 +183,14 @@ impl<M: Message> Manager<M> {
     /// each list first; a port with none left is disarmed). Every orphan
     /// goes, and what remains is at most one entry per session: a port's
     /// entry stands for one of its sessions with no send waiting.
+    #[cold]
+    #[inline(never)]
     pub(super) fn reclaim_timers(&mut self) {
-        let (ports, sessions, waitings) = (&mut self.ports, &mut self.sessions, &self.waitings);
+        let entries = self.timers.take();
+        self.idle_drop_waiting_heads(&entries);
+        let (ports, waitings) = (&mut self.ports, &self.waitings);
         self.timers.rebuild(
+            entries,
             waitings.iter().map(|(key, _)| key as u32),
             |key| waitings.contains(key as usize),
             |entry, index| {
@@ -193,7 +198,7 @@ impl<M: Message> Manager<M> {
                     if !entry.is_current(&p.timer) {
                         return false;
                     }
-                    if first_idle(sessions, p).is_none() {
+                    if p.idle_head == NIL {
                         TimerQueue::disarm(&mut p.timer);
                         return false;
                     }
