@@ -281,7 +281,8 @@ fn timers(c: &mut Criterion) {
     // copy and its tag, as in `core_round_trip/json_floor`'s first half.
     // The baseline pushes a heap item per send and leaves it stale on
     // cancel (compacting now and then); psession re-arms lazily: while the
-    // session's earlier deadline is still queued, a send only compares.
+    // earlier deadline of its slot for waiting sends (which the session's
+    // next send takes again) is still queued, a send only compares.
     group.throughput(Throughput::Elements(1));
     {
         let mut psession = Psession::new(0);

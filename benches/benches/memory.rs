@@ -4,7 +4,8 @@
 //!
 //! Not a criterion group: it prints a table (and exits non-zero only if
 //! something fails, never for a missed target). `PSESSION_BENCH_QUICK=1`
-//! skips the 1M row. A filter argument that `memory` does not contain
+//! skips the 1M row; `PSESSION_MEMORY_SIZES=1025,1100` counts other sizes
+//! instead. A filter argument that `memory` does not contain
 //! (`cargo bench -- async_round_trip`) skips the whole target.
 //!
 //! What is counted, for `n` sessions over `P` = 10,000 ports:
@@ -14,14 +15,16 @@
 //!   robin over the ports (so at 1k sessions, 1,000 ports hold one session
 //!   and 9,000 none: the "spread over 10k ports" taken literally).
 //!   *Per idle session* = live bytes after the opens minus before, over
-//!   `n`: the session's slab slot, its entry in its port's sid map, its
-//!   expiry entry in the deadline heap, with the slack these growable
+//!   `n`: the session's slab slot, its entry in its port's sid map, and
+//!   its port's one expiry entry in the deadline heap (a port with idle
+//!   sessions has one, however many), with the slack these growable
 //!   tables carry at that size. The `SessionId`s the caller keeps are in a
 //!   vector allocated before the first count (the caller's, not
 //!   psession's). *Per waiting send* = then one `send` (no retries) on
 //!   every session, each followed by draining `poll_transmit`, so the
 //!   request, which psession hands to the transport, is freed before the
-//!   count: live bytes after minus before, over `n`. With retries the core
+//!   count: live bytes after minus before, over `n` (the send's entry in
+//!   the core's slab of waiting sends and its deadline entry). With retries the core
 //!   would also keep a copy of the message; none is counted here.
 //! - **tokio driver** (`psession_tokio::SessionManager`, a closure sender
 //!   per port that drops each message): the same, through the async API:
@@ -270,10 +273,19 @@ fn main() {
         return;
     }
     let quick = psession_benches::quick();
-    let sizes: &[usize] = if quick {
-        &[1_000, 100_000]
-    } else {
-        &[1_000, 100_000, 1_000_000]
+    let chosen: Option<Vec<usize>> = std::env::var("PSESSION_MEMORY_SIZES").ok().map(|list| {
+        list.split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("PSESSION_MEMORY_SIZES: numbers, comma-separated")
+            })
+            .collect()
+    });
+    let sizes: &[usize] = match &chosen {
+        Some(sizes) => sizes,
+        None if quick => &[1_000, 100_000],
+        None => &[1_000, 100_000, 1_000_000],
     };
     let started = Instant::now();
     let mut rows = Vec::new();

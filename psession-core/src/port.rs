@@ -5,10 +5,13 @@ use foldhash::HashMapExt;
 
 use crate::config::PortSettings;
 use crate::stats::{Counters, PortStats};
-use crate::timer::nanos;
+use crate::timer::{nanos, Armed};
 
 /// "No session" in the intrusive session lists.
 pub(crate) const NIL: u32 = u32::MAX;
+
+/// `idle_prev` of a session that is not in its port's idle list.
+pub(crate) const OUT: u32 = NIL - 1;
 
 pub(crate) struct Port {
     pub(crate) name: Box<str>,
@@ -23,6 +26,14 @@ pub(crate) struct Port {
     /// Oldest and newest session (slab keys) of the creation-order list.
     pub(crate) oldest: u32,
     pub(crate) newest: u32,
+    /// First and last session (slab keys) of the idle list: the sessions
+    /// with no send waiting, by last activity, oldest first. The first is
+    /// the next to expire.
+    pub(crate) idle_head: u32,
+    pub(crate) idle_tail: u32,
+    /// The deadline queue's entry for the idle list: no later than its
+    /// head's expiry while the list is not empty.
+    pub(crate) timer: Armed,
     /// Next sid to try when allocating.
     cursor: u32,
     /// Live sessions whose sid this side could allocate.
@@ -45,6 +56,9 @@ impl Port {
             sids: HashMap::new(),
             oldest: NIL,
             newest: NIL,
+            idle_head: NIL,
+            idle_tail: NIL,
+            timer: Armed::default(),
             allocatable_used: 0,
             incoming: 0,
             waiting: 0,

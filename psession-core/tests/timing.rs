@@ -275,3 +275,90 @@ fn stale_timer_entries_are_reclaimed() {
     r.m.end(s).unwrap();
     assert_eq!(r.m.stats().timer_entries, 0);
 }
+
+#[test]
+fn idle_sessions_of_a_port_share_one_timer_entry_and_expire_in_order() {
+    let mut r = rig();
+    let sessions: Vec<_> = (0..1000).map(|i| r.open(i)).collect();
+    assert_eq!(r.m.stats().timer_entries, 1, "{:?}", r.m.stats());
+    // Activity moves a session behind the others (after the last one,
+    // opened at the same time).
+    r.m.post(sessions[0], json!({}), r.at(999)).unwrap();
+    assert_eq!(r.next_deadline_ms(), Some(1001));
+    for i in 1..999 {
+        r.tick(1000 + i);
+        assert_eq!(expired(&r.events()), vec![sessions[i as usize]], "at {i}");
+        assert_eq!(r.next_deadline_ms(), Some(1001 + i as u128));
+    }
+    r.tick(1999);
+    assert_eq!(expired(&r.events()), vec![sessions[999], sessions[0]]);
+    assert_eq!(r.m.stats().timer_entries, 0);
+}
+
+#[test]
+fn a_waiting_session_never_holds_back_the_expiry_of_those_after_it() {
+    let mut r = Rig::new(
+        ManagerConfig::default()
+            .session_timeout(ms(5000))
+            .session_max_life(ms(1000)),
+    );
+    let a = r.open(0);
+    let b = r.open(10);
+    let c = r.open(20);
+    // a, first to expire, waits for a reply: it does not expire, b and c do.
+    let send = r.send(a, json!({}), 500);
+    assert_eq!(r.next_deadline_ms(), Some(1010));
+    r.tick(1010);
+    assert_eq!(expired(&r.events()), vec![b]);
+    assert_eq!(r.next_deadline_ms(), Some(1020));
+    r.tick(1020);
+    assert_eq!(expired(&r.events()), vec![c]);
+    // a's send times out at 5500; a is idle from then on.
+    assert_eq!(r.next_deadline_ms(), Some(5500));
+    r.tick(5500);
+    let events = r.events();
+    assert!(matches!(
+        failure(&events, send),
+        Some(SessionError::Timeout)
+    ));
+    assert!(expired(&events).is_empty());
+    assert_eq!(r.next_deadline_ms(), Some(6500));
+    r.tick(6499);
+    assert!(r.events().is_empty());
+    r.tick(6500);
+    assert_eq!(expired(&r.events()), vec![a]);
+}
+
+#[test]
+fn a_session_answered_goes_behind_the_others_for_expiry() {
+    let mut r = rig();
+    let port = r.m.default_port();
+    let a = r.open(0);
+    let b = r.open(10);
+    r.send(a, json!({}), 20);
+    r.m.handle_inbound(port, json!({"sid": a.sid()}), r.at(50));
+    r.events();
+    assert_eq!(r.next_deadline_ms(), Some(1010));
+    r.tick(1010);
+    assert_eq!(expired(&r.events()), vec![b]);
+    assert_eq!(r.next_deadline_ms(), Some(1050));
+    r.tick(1050);
+    assert_eq!(expired(&r.events()), vec![a]);
+}
+
+#[test]
+fn round_trips_on_one_session_add_no_timer_entries() {
+    let mut r = rig();
+    let port = r.m.default_port();
+    let s = r.open(0);
+    let entries = r.m.stats().timer_entries;
+    for i in 1..1000 {
+        r.send(s, json!({}), i);
+        r.m.handle_inbound(port, json!({"sid": 1}), r.at(i));
+        r.transmits();
+        r.events();
+    }
+    // The first send's deadline entry stands for every later one.
+    assert_eq!(r.m.stats().timer_entries, entries + 1);
+    assert_eq!(r.next_deadline_ms(), Some(1999));
+}

@@ -1,14 +1,16 @@
 //! Inbound messages: routing them to sessions (or back to the caller),
 //! opening incoming sessions, and `recv`.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::Manager;
 use crate::config::SidPartition;
 use crate::error::SessionError;
 use crate::event::{DropReason, Event, Routed};
-use crate::id::{PortId, SendId, SessionId};
+use crate::id::{PortId, SessionId};
 use crate::message::Message;
+use crate::port::NIL;
 
 impl<M: Message> Manager<M> {
     /// Whether `message` is a session message (seed: `isSession`).
@@ -42,7 +44,13 @@ impl<M: Message> Manager<M> {
             return self.drop_inbound(port, sid, DropReason::NoSuchPort);
         };
         if let Some(&key) = p.sids.get(&sid) {
-            return self.deliver_to(key, message, now);
+            let session = SessionId {
+                port,
+                sid,
+                key,
+                generation: self.sessions[key as usize].generation(),
+            };
+            return self.deliver_to(session, message, now);
         }
         if p.settings.partition != SidPartition::All && p.allocates(sid) {
             return self.drop_inbound(port, sid, DropReason::UnknownSid);
@@ -51,7 +59,7 @@ impl<M: Message> Manager<M> {
             return self.drop_inbound(port, sid, DropReason::IncomingLimit);
         }
         let session = self.insert(port, sid, true, now);
-        self.sessions[session.key as usize].inbox.push_back(message);
+        self.inbox(session.key).push_back(message);
         self.queued_messages += 1;
         self.events.push_back(Event::Incoming { session });
         Routed::Opened(session)
@@ -68,47 +76,57 @@ impl<M: Message> Manager<M> {
     ) -> Result<Routed<M>, SessionError> {
         let now = self.advance(now);
         self.slot_mut(session)?;
-        Ok(self.deliver_to(session.key, message, now))
+        Ok(self.deliver_to(session, message, now))
     }
 
-    fn deliver_to(&mut self, key: u32, message: M, now: u64) -> Routed<M> {
-        let waiting = self.take_waiting(key);
-        let slot = &mut self.sessions[key as usize];
-        slot.last_activity = now;
-        let session = slot.id(key);
-        let routed = match waiting {
-            Some(waiting) => {
+    fn deliver_to(&mut self, session: SessionId, message: M, now: u64) -> Routed<M> {
+        let key = session.key;
+        match self.take_waiting(key) {
+            Some(send) => {
+                self.idle_touch(key, now);
                 self.events.push_back(Event::Reply {
                     session,
-                    send: SendId {
-                        key,
-                        number: waiting.number,
-                    },
+                    send,
                     message,
                 });
+                self.compact_timers();
                 Routed::Reply(session)
             }
-            None => self.queue_message(session, message),
-        };
-        self.arm_expiry(key);
-        routed
+            None => {
+                self.idle_touch(key, now);
+                self.compact_timers();
+                self.queue_message(session, message)
+            }
+        }
+    }
+
+    /// The `recv` queue of session `key`, made on first use.
+    fn inbox(&mut self, key: u32) -> &mut VecDeque<M> {
+        let slot = &mut self.sessions[key as usize];
+        if slot.inbox == NIL {
+            slot.inbox = self.inboxes.insert(VecDeque::new()) as u32;
+        }
+        &mut self.inboxes[slot.inbox as usize]
     }
 
     /// Queues a message on a session with no send waiting, dropping the
     /// oldest one if the queue is full.
     fn queue_message(&mut self, session: SessionId, message: M) -> Routed<M> {
         let slot = &mut self.sessions[session.key as usize];
-        let p = &mut self.ports[slot.port.index as usize];
-        if std::mem::take(&mut slot.late_pending) {
+        let p = &mut self.ports[slot.port as usize];
+        if slot.late_pending() {
+            slot.set_late_pending(false);
             p.counters.late_replies += 1;
             self.counters.late_replies += 1;
         }
-        let was_empty = slot.inbox.is_empty();
-        let full = slot.inbox.len() >= p.settings.inbox_capacity as usize;
+        let capacity = p.settings.inbox_capacity as usize;
+        let inbox = self.inbox(session.key);
+        let was_empty = inbox.is_empty();
+        let full = inbox.len() >= capacity;
         if full {
-            slot.inbox.pop_front();
+            inbox.pop_front();
         }
-        slot.inbox.push_back(message);
+        inbox.push_back(message);
         if full {
             self.drop_inbound(session.port, session.sid, DropReason::InboxFull);
         } else {
@@ -139,7 +157,11 @@ impl<M: Message> Manager<M> {
     /// Takes the next message queued on a session (one that arrived with no
     /// send waiting: a request from the peer, or a late reply).
     pub fn recv(&mut self, session: SessionId) -> Result<Option<M>, SessionError> {
-        let message = self.slot_mut(session)?.inbox.pop_front();
+        let inbox = self.slot_mut(session)?.inbox;
+        let message = match inbox {
+            NIL => None,
+            inbox => self.inboxes[inbox as usize].pop_front(),
+        };
         self.queued_messages -= usize::from(message.is_some());
         Ok(message)
     }

@@ -3,8 +3,10 @@
 //! The type and its clock live here; its methods are grouped by concern in
 //! the submodules: ports, sessions (opening, allocation, closing), sending
 //! (send, post and the ways a waiting send ends), inbound (routing and
-//! `recv`) and timers (deadlines).
+//! `recv`), timers (deadlines) and idle (each port's sessions by last
+//! activity, for expiry).
 
+mod idle;
 mod inbound;
 mod ports;
 mod sending;
@@ -20,10 +22,10 @@ use slab::Slab;
 use crate::config::{ManagerConfig, PortOptions, PortSettings};
 use crate::error::SessionError;
 use crate::event::{Event, Transmit};
-use crate::id::PortId;
+use crate::id::{PortId, SessionId};
 use crate::message::Message;
 use crate::port::Port;
-use crate::session::{Retry, Slot};
+use crate::session::{Retry, Slot, Waiting};
 use crate::stats::{Counters, PortStats, Stats};
 use crate::timer::{nanos, TimerQueue, NEVER};
 
@@ -89,18 +91,25 @@ pub struct Manager<M: Message = Value> {
     port_names: HashMap<Box<str>, u32>,
     port_generation: u32,
     default_port: PortId,
-    sessions: Slab<Slot<M>>,
+    sessions: Slab<Slot>,
+    /// The sends waiting for their reply (a [`SendId`](crate::SendId)'s
+    /// key is its key here).
+    waitings: Slab<Waiting>,
     /// Retry state of the sends that have retries left.
     retries: Slab<Retry<M>>,
+    /// The `recv` queues of the sessions that have had one.
+    inboxes: Slab<VecDeque<M>>,
     session_generation: u64,
     send_number: u64,
     timers: TimerQueue,
     epoch: Option<Instant>,
+    /// The instant the last input came with: an input with the same one
+    /// skips converting it (`now` holds it already).
+    last_input: Option<Instant>,
     now: u64,
     transmits: VecDeque<Transmit<M>>,
     events: VecDeque<Event<M>>,
     counters: Counters,
-    waiting: usize,
     queued_messages: usize,
 }
 
@@ -122,16 +131,18 @@ impl<M: Message> Manager<M> {
                 generation: 0,
             },
             sessions: Slab::new(),
+            waitings: Slab::new(),
             retries: Slab::new(),
+            inboxes: Slab::new(),
             session_generation: 0,
             send_number: 0,
             timers: TimerQueue::default(),
             epoch: None,
+            last_input: None,
             now: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
-            waiting: 0,
             queued_messages: 0,
         };
         manager.default_port = manager.create_port(DEFAULT_PORT, PortOptions::default())?;
@@ -141,18 +152,35 @@ impl<M: Message> Manager<M> {
     /// Takes `now` as the current time (never going backwards) and
     /// processes every deadline that has passed.
     fn advance(&mut self, now: Instant) -> u64 {
-        let epoch = *self.epoch.get_or_insert(now);
-        let t = now
-            .checked_duration_since(epoch)
-            .map_or(0, nanos)
-            .min(NEVER - 1);
-        self.now = self.now.max(t);
+        if self.last_input != Some(now) {
+            let epoch = *self.epoch.get_or_insert(now);
+            let t = now
+                .checked_duration_since(epoch)
+                .map_or(0, nanos)
+                .min(NEVER - 1);
+            self.now = self.now.max(t);
+            self.last_input = Some(now);
+        }
         self.fire_due();
         self.now
     }
 
     fn instant(&self, t: u64) -> Option<Instant> {
         self.epoch?.checked_add(Duration::from_nanos(t))
+    }
+
+    /// The handle of live session `key`.
+    fn id_of(&self, key: u32) -> SessionId {
+        let slot = &self.sessions[key as usize];
+        SessionId {
+            port: PortId {
+                index: slot.port,
+                generation: self.ports[slot.port as usize].generation,
+            },
+            sid: slot.sid,
+            key,
+            generation: slot.generation(),
+        }
     }
 
     /// The sid `message` carries, if it is a session message.
@@ -195,7 +223,7 @@ impl<M: Message> Manager<M> {
         Stats {
             ports: self.ports.len(),
             live_sessions: self.sessions.len(),
-            waiting_sends: self.waiting,
+            waiting_sends: self.waitings.len(),
             queued_messages: self.queued_messages,
             queued_transmits: self.transmits.len(),
             queued_events: self.events.len(),

@@ -58,7 +58,7 @@ impl<M: Message> Manager<M> {
         self.ports
             .get(port.index as usize)
             .filter(|p| p.generation == port.generation)
-            .ok_or(SessionError::NoSuchPort)
+            .ok_or_else(|| SessionError::NoSuchPort)
     }
 
     /// Destroys a port: every send waiting on it fails with
@@ -163,7 +163,7 @@ impl<M: Message> Manager<M> {
         let keys: Vec<u32> = self
             .sessions
             .iter()
-            .filter(|(_, slot)| slot.waiting.is_some())
+            .filter(|(_, slot)| slot.is_waiting())
             .map(|(key, _)| key as u32)
             .collect();
         for key in keys {

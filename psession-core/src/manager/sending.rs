@@ -29,44 +29,37 @@ impl<M: Message> Manager<M> {
     ) -> Result<SendId, SessionError> {
         let now = self.advance(now);
         let slot = live_slot(&mut self.sessions, session)?;
-        if slot.waiting.is_some() {
+        if slot.is_waiting() {
             return Err(SessionError::Busy);
         }
         if !message.set_sid(&self.id_field, slot.sid) {
             return Err(SessionError::Untaggable);
         }
-        let p = &mut self.ports[slot.port.index as usize];
+        let p = &mut self.ports[slot.port as usize];
         let timeout_ns = options.timeout.map_or(p.timeout_ns, nanos);
         let retries = options.retry_count.unwrap_or(p.settings.retry_count);
-        let retry = if retries == 0 {
-            NIL
-        } else {
+        let retry = (retries > 0).then(|| {
             self.retries.insert(Retry {
                 left: retries,
                 timeout_ns,
                 interval_ns: options.retry_interval.map_or(p.retry_interval_ns, nanos),
                 message: message.clone(),
             }) as u32
-        };
-        p.waiting += 1;
-        self.waiting += 1;
-        self.send_number += 1;
-        let send = SendId {
-            key: session.key,
-            number: self.send_number,
-        };
-        let deadline = now.saturating_add(timeout_ns);
-        slot.waiting = Some(Waiting {
-            number: send.number,
-            deadline,
-            retry,
-            backing_off: false,
         });
+        p.waiting += 1;
+        self.send_number += 1;
+        let number = self.send_number;
+        let deadline = now.saturating_add(timeout_ns);
+        let key = self
+            .waitings
+            .insert(Waiting::new(session.key, number, deadline, retry)) as u32;
+        slot.waiting = key;
         slot.last_activity = now;
-        slot.late_pending = false;
-        self.timers.arm(&mut slot.timer, session.key, deadline);
+        slot.set_late_pending(false);
+        self.timers.arm_send(key, deadline);
+        let send = SendId { key, number };
         self.transmits.push_back(Transmit {
-            port: slot.port,
+            port: session.port,
             session,
             send: Some(send),
             message,
@@ -88,9 +81,14 @@ impl<M: Message> Manager<M> {
         if !message.set_sid(&self.id_field, slot.sid) {
             return Err(SessionError::Untaggable);
         }
-        slot.last_activity = now;
+        if slot.is_waiting() {
+            slot.last_activity = now;
+        } else {
+            self.idle_touch(session.key, now);
+            self.compact_timers();
+        }
         self.transmits.push_back(Transmit {
-            port: slot.port,
+            port: session.port,
             session,
             send: None,
             message,
@@ -138,7 +136,8 @@ impl<M: Message> Manager<M> {
     /// send are discarded.
     pub fn withdraw(&mut self, send: SendId, now: Instant) -> bool {
         let now = self.advance(now);
-        self.is_send_waiting(send) && self.fail_waiting(send.key, None, now)
+        self.send_session(send)
+            .is_some_and(|key| self.fail_waiting(key, None, now))
     }
 
     /// Reports that the transport could not carry a transmission of `send`:
@@ -146,61 +145,67 @@ impl<M: Message> Manager<M> {
     /// retried. Returns whether it was still waiting.
     pub fn handle_transmit_error(&mut self, send: SendId, cause: Cause, now: Instant) -> bool {
         let now = self.advance(now);
-        self.is_send_waiting(send)
-            && self.fail_waiting(send.key, Some(&SessionError::Transport(cause)), now)
+        self.send_session(send)
+            .is_some_and(|key| self.fail_waiting(key, Some(&SessionError::Transport(cause)), now))
     }
 
     /// Whether `send` still waits for its reply (it has not ended in any
     /// way): it is the send waiting on its session. A driver uses it to drop
     /// queued transmissions of ended sends.
     pub fn is_send_waiting(&self, send: SendId) -> bool {
-        self.sessions
+        self.send_session(send).is_some()
+    }
+
+    /// The session `send` waits on, if it still waits.
+    fn send_session(&self, send: SendId) -> Option<u32> {
+        self.waitings
             .get(send.key as usize)
-            .and_then(|slot| slot.waiting.as_ref())
-            .is_some_and(|waiting| waiting.number == send.number)
+            .filter(|waiting| waiting.number() == send.number)
+            .map(|waiting| waiting.session)
     }
 
-    /// Takes the waiting send of `key` off its session, with its retry
-    /// state and the counters.
-    pub(super) fn take_waiting(&mut self, key: u32) -> Option<Waiting> {
+    /// Takes the waiting send of session `key`, if any, off it, with its
+    /// retry state and the counters. The caller then places the session in
+    /// its port's idle list, or closes it.
+    #[inline]
+    pub(super) fn take_waiting(&mut self, key: u32) -> Option<SendId> {
         let slot = &mut self.sessions[key as usize];
-        let waiting = slot.waiting.take()?;
-        if waiting.retry != NIL {
-            self.retries.remove(waiting.retry as usize);
+        let send = std::mem::replace(&mut slot.waiting, NIL);
+        if send == NIL {
+            return None;
         }
-        self.ports[slot.port.index as usize].waiting -= 1;
-        self.waiting -= 1;
-        Some(waiting)
+        let waiting = self.waitings.remove(send as usize);
+        if let Some(retry) = waiting.retry() {
+            self.retries.remove(retry as usize);
+        }
+        self.ports[slot.port as usize].waiting -= 1;
+        Some(SendId {
+            key: send,
+            number: waiting.number(),
+        })
     }
 
-    /// Ends the waiting send of `key` without a reply, reporting `error`
-    /// (or nothing, for a withdrawal). The session's idle clock restarts
-    /// at `now` (unless it saw activity later), and the next message on it
-    /// counts as a late reply.
+    /// Ends the waiting send of session `key` without a reply, reporting
+    /// `error` (or nothing, for a withdrawal). The session's idle clock
+    /// restarts at `now` (unless it saw activity later), and the next
+    /// message on it counts as a late reply.
     pub(super) fn fail_waiting(
         &mut self,
         key: u32,
         error: Option<&SessionError>,
         now: u64,
     ) -> bool {
-        let Some(waiting) = self.take_waiting(key) else {
+        let Some(send) = self.take_waiting(key) else {
             return false;
         };
         let slot = &mut self.sessions[key as usize];
-        slot.last_activity = slot.last_activity.max(now);
-        slot.late_pending = true;
-        let expiry = slot
-            .last_activity
-            .saturating_add(self.ports[slot.port.index as usize].max_life_ns);
-        self.timers.arm(&mut slot.timer, key, expiry);
+        slot.set_late_pending(true);
+        let last = slot.last_activity.max(now);
+        self.idle_touch(key, last);
         if let Some(error) = error {
-            let session = self.sessions[key as usize].id(key);
             self.events.push_back(Event::SendFailed {
-                session,
-                send: SendId {
-                    key,
-                    number: waiting.number,
-                },
+                session: self.id_of(key),
+                send,
                 error: error.clone(),
             });
         }

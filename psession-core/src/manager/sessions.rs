@@ -7,10 +7,11 @@ use super::Manager;
 use crate::config::{OverflowCandidate, OverflowPolicy};
 use crate::error::SessionError;
 use crate::event::{CloseReason, Event};
-use crate::id::{PortId, SendId, SessionId};
+use crate::id::{PortId, SessionId};
 use crate::message::Message;
 use crate::port::{Port, NIL};
-use crate::session::{live_slot, Slot};
+use crate::session::{live_slot, Slot, MAX_GENERATION};
+use crate::timer::TimerQueue;
 
 impl<M: Message> Manager<M> {
     /// Opens a session on `port` with the next free sid.
@@ -60,11 +61,11 @@ impl<M: Message> Manager<M> {
                 key = slot.next;
                 if port.allocates(slot.sid) {
                     return Some(OverflowCandidate {
-                        session: slot.id(this),
+                        session: self.id_of(this),
                         sid: slot.sid,
                         last_activity: self.instant(slot.last_activity)?,
-                        waiting: slot.waiting.is_some(),
-                        incoming: slot.incoming,
+                        waiting: slot.is_waiting(),
+                        incoming: slot.incoming(),
                     });
                 }
             }
@@ -74,32 +75,19 @@ impl<M: Message> Manager<M> {
 
     /// Adds a live session with `sid` to `port` (newest in its list).
     pub(super) fn insert(&mut self, port: PortId, sid: u32, incoming: bool, now: u64) -> SessionId {
-        self.session_generation += 1;
+        self.session_generation = self.session_generation % MAX_GENERATION + 1;
         let generation = self.session_generation;
         let p = &mut self.ports[port.index as usize];
-        let entry = self.sessions.vacant_entry();
-        let key = entry.key() as u32;
-        let slot = entry.insert(Slot {
-            generation,
-            port,
-            sid,
-            incoming,
-            late_pending: false,
-            prev: p.newest,
-            next: NIL,
-            last_activity: now,
-            timer: Default::default(),
-            waiting: None,
-            inbox: Default::default(),
-        });
-        self.timers
-            .arm(&mut slot.timer, key, now.saturating_add(p.max_life_ns));
+        let key = self.sessions.insert(Slot::new(
+            generation, incoming, port.index, sid, p.newest, now,
+        )) as u32;
         match p.newest {
             NIL => p.oldest = key,
             newest => self.sessions[newest as usize].next = key,
         }
         p.newest = key;
         p.add(sid, key, incoming);
+        self.idle_link(key);
         self.compact_timers();
         SessionId {
             port,
@@ -110,7 +98,7 @@ impl<M: Message> Manager<M> {
     }
 
     /// The live session `session` points to.
-    pub(super) fn slot_mut(&mut self, session: SessionId) -> Result<&mut Slot<M>, SessionError> {
+    pub(super) fn slot_mut(&mut self, session: SessionId) -> Result<&mut Slot, SessionError> {
         live_slot(&mut self.sessions, session)
     }
 
@@ -118,20 +106,20 @@ impl<M: Message> Manager<M> {
     pub fn is_live(&self, session: SessionId) -> bool {
         self.sessions
             .get(session.key as usize)
-            .is_some_and(|slot| slot.generation == session.generation)
+            .is_some_and(|slot| slot.generation() == session.generation)
     }
 
     /// Whether a send is waiting on the session.
     pub fn is_waiting(&self, session: SessionId) -> bool {
         self.sessions
             .get(session.key as usize)
-            .is_some_and(|slot| slot.generation == session.generation && slot.waiting.is_some())
+            .is_some_and(|slot| slot.generation() == session.generation && slot.is_waiting())
     }
 
     /// The live session with this sid on `port`.
     pub fn session(&self, port: PortId, sid: u32) -> Option<SessionId> {
         let &key = self.port_ref(port).ok()?.sids.get(&sid)?;
-        Some(self.sessions[key as usize].id(key))
+        Some(self.id_of(key))
     }
 
     /// Ends a session; its waiting send fails with [`SessionError::Cancelled`].
@@ -144,9 +132,11 @@ impl<M: Message> Manager<M> {
 
     /// Removes a session, failing its waiting send with `error`.
     pub(super) fn close(&mut self, key: u32, reason: CloseReason, error: &SessionError) {
+        let id = self.id_of(key);
+        let waiting = self.take_waiting(key);
+        self.idle_unlink(key);
         let slot = self.sessions.remove(key as usize);
-        let id = slot.id(key);
-        let p = &mut self.ports[slot.port.index as usize];
+        let p = &mut self.ports[slot.port as usize];
         match slot.prev {
             NIL => p.oldest = slot.next,
             prev => self.sessions[prev as usize].next = slot.next,
@@ -155,20 +145,14 @@ impl<M: Message> Manager<M> {
             NIL => p.newest = slot.prev,
             next => self.sessions[next as usize].prev = slot.prev,
         }
-        p.remove(slot.sid, slot.incoming);
-        self.queued_messages -= slot.inbox.len();
-        if let Some(waiting) = slot.waiting {
-            p.waiting -= 1;
-            self.waiting -= 1;
-            if waiting.retry != NIL {
-                self.retries.remove(waiting.retry as usize);
-            }
+        p.remove(slot.sid, slot.incoming());
+        if slot.inbox != NIL {
+            self.queued_messages -= self.inboxes.remove(slot.inbox as usize).len();
+        }
+        if let Some(send) = waiting {
             self.events.push_back(Event::SendFailed {
                 session: id,
-                send: SendId {
-                    key,
-                    number: waiting.number,
-                },
+                send,
                 error: error.clone(),
             });
         }
@@ -181,7 +165,35 @@ impl<M: Message> Manager<M> {
             reason,
         });
         if self.sessions.is_empty() {
-            self.timers.clear();
+            // Nothing is live: every entry goes.
+            let ports = &mut self.ports;
+            self.timers.clear(|entry, index| {
+                if let Some(p) = ports.get_mut(index as usize) {
+                    if entry.is_current(&p.timer) {
+                        TimerQueue::disarm(&mut p.timer);
+                    }
+                }
+            });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_go_back_to_one_after_the_largest() {
+        let mut m: Manager = Manager::default();
+        let port = m.default_port();
+        let now = Instant::now();
+        m.session_generation = MAX_GENERATION - 1;
+        let last = m.open_session(port, now).unwrap();
+        assert_eq!(last.generation, MAX_GENERATION);
+        m.end(last).unwrap();
+        let first = m.open_session(port, now).unwrap();
+        assert_eq!((first.key, first.generation), (last.key, 1));
+        assert!(!m.is_live(last) && m.is_live(first));
+        assert!(matches!(m.end(last), Err(SessionError::Invalid)));
     }
 }

@@ -9,7 +9,7 @@ use crate::event::{CloseReason, Transmit};
 use crate::id::SendId;
 use crate::message::Message;
 use crate::port::NIL;
-use crate::timer::TimerQueue;
+use crate::timer::{Entry, Target, TimerQueue};
 
 impl<M: Message> Manager<M> {
     /// Processes every deadline at or before `now`: sends time out or are
@@ -22,7 +22,7 @@ impl<M: Message> Manager<M> {
         self.compact_timers();
     }
 
-    /// Fires every deadline at or before the current time.
+    /// Fires every deadline at or before the current time, in order.
     pub(super) fn fire_due(&mut self) {
         let now = self.now;
         while let Some(entry) = self.timers.peek() {
@@ -30,76 +30,92 @@ impl<M: Message> Manager<M> {
                 break;
             }
             self.timers.pop();
-            let key = entry.key;
-            let Some(slot) = self.sessions.get_mut(key as usize) else {
-                continue;
-            };
-            if !entry.is_current(&slot.timer) {
-                continue;
+            match entry.target() {
+                Target::Send(key) => self.fire_send_entry(&entry, key, now),
+                Target::Port(index) => self.fire_port(&entry, index),
             }
-            TimerQueue::disarm(&mut slot.timer);
-            let due = slot.deadline(self.ports[slot.port.index as usize].max_life_ns);
-            if due > now {
-                self.timers.arm(&mut slot.timer, key, due);
-                continue;
-            }
-            self.fire(key, due, now);
         }
     }
 
-    /// Acts on the deadline `due` of session `key`, which has passed.
-    fn fire(&mut self, key: u32, due: u64, now: u64) {
-        let slot = &mut self.sessions[key as usize];
-        let Some(waiting) = slot.waiting.as_mut() else {
-            self.close(key, CloseReason::Expired, &SessionError::Cancelled);
-            return;
-        };
-        if waiting.retry == NIL {
-            self.fail_waiting(key, Some(&SessionError::Timeout), due);
+    /// Acts on an entry of key `key` of the `Waiting` slab: fires the
+    /// deadline of the send that holds the key if it is the entry's time,
+    /// or arms the key for it.
+    fn fire_send_entry(&mut self, entry: &Entry, key: u32, now: u64) {
+        if !self.timers.is_current_send(entry) {
             return;
         }
-        let retry = &mut self.retries[waiting.retry as usize];
-        if !waiting.backing_off {
-            waiting.backing_off = true;
+        self.timers.disarm_send(key);
+        let Some(waiting) = self.waitings.get(key as usize) else {
+            return;
+        };
+        if waiting.deadline == entry.at {
+            self.fire_send(key, now);
+        } else {
+            self.timers.arm_send(key, waiting.deadline);
+        }
+    }
+
+    /// Acts on the deadline of the send under `key`, which has passed.
+    fn fire_send(&mut self, key: u32, now: u64) {
+        let waiting = &mut self.waitings[key as usize];
+        let (session, due) = (waiting.session, waiting.deadline);
+        let Some(retry_key) = waiting.retry() else {
+            self.fail_waiting(session, Some(&SessionError::Timeout), due);
+            return;
+        };
+        let retry = &mut self.retries[retry_key as usize];
+        if !waiting.backing_off() {
+            waiting.set_backing_off(true);
             waiting.deadline = due.saturating_add(retry.interval_ns);
-            self.timers.arm(&mut slot.timer, key, waiting.deadline);
+            self.timers.arm_send(key, waiting.deadline);
             return;
         }
         // The pause is over: the next attempt.
-        waiting.backing_off = false;
+        waiting.set_backing_off(false);
         waiting.deadline = due.saturating_add(retry.timeout_ns);
         retry.left -= 1;
         // An attempt whose whole wait is already past (the clock jumped) is
         // not worth sending.
         let transmit = waiting.deadline > now;
         let message = if retry.left == 0 {
-            let last = self.retries.remove(waiting.retry as usize);
-            waiting.retry = NIL;
+            let last = self.retries.remove(retry_key as usize);
+            waiting.clear_retry();
             transmit.then_some(last.message)
         } else {
             transmit.then(|| retry.message.clone())
         };
         let send = SendId {
             key,
-            number: waiting.number,
+            number: waiting.number(),
         };
-        self.timers.arm(&mut slot.timer, key, waiting.deadline);
+        self.timers.arm_send(key, waiting.deadline);
         if let Some(message) = message {
+            let session = self.id_of(session);
             self.transmits.push_back(Transmit {
-                port: slot.port,
-                session: slot.id(key),
+                port: session.port,
+                session,
                 send: Some(send),
                 message,
             });
         }
     }
 
-    /// Arms the expiry of idle session `key` (a no-op if a send waits: its
-    /// own deadline is armed and is earlier).
-    pub(super) fn arm_expiry(&mut self, key: u32) {
-        let slot = &mut self.sessions[key as usize];
-        let due = slot.deadline(self.ports[slot.port.index as usize].max_life_ns);
-        self.timers.arm(&mut slot.timer, key, due);
+    /// Acts on an entry of port `index`: expires its next session to
+    /// expire if that is the entry's time, and arms the port for the next.
+    fn fire_port(&mut self, entry: &Entry, index: u32) {
+        let Some(p) = self.ports.get_mut(index as usize) else {
+            return;
+        };
+        if !entry.is_current(&p.timer) {
+            return;
+        }
+        TimerQueue::disarm(&mut p.timer);
+        if let Some((key, expiry)) = self.idle_first(index) {
+            if expiry == entry.at {
+                self.close(key, CloseReason::Expired, &SessionError::Cancelled);
+            }
+            self.arm_idle(index);
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called:
@@ -108,33 +124,87 @@ impl<M: Message> Manager<M> {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         loop {
             let entry = self.timers.peek()?;
-            let current = self
-                .sessions
-                .get_mut(entry.key as usize)
-                .filter(|slot| entry.is_current(&slot.timer));
-            let Some(slot) = current else {
-                self.timers.pop();
-                continue;
+            let due = match entry.target() {
+                Target::Send(key) => {
+                    if !self.timers.is_current_send(&entry) {
+                        self.timers.pop();
+                        continue;
+                    }
+                    let due = self.waitings.get(key as usize).map(|w| w.deadline);
+                    if due == Some(entry.at) {
+                        return self.instant(entry.at);
+                    }
+                    // Early (or the send is gone): arm again.
+                    self.timers.pop();
+                    self.timers.disarm_send(key);
+                    if let Some(due) = due {
+                        self.timers.arm_send(key, due);
+                    }
+                    due
+                }
+                Target::Port(index) => {
+                    let current = self
+                        .ports
+                        .get(index as usize)
+                        .is_some_and(|p| entry.is_current(&p.timer));
+                    if !current {
+                        self.timers.pop();
+                        continue;
+                    }
+                    let due = self.idle_first(index).map(|(_, expiry)| expiry);
+                    if due == Some(entry.at) {
+                        return self.instant(entry.at);
+                    }
+                    // Early (or nothing left to expire): arm again.
+                    self.timers.pop();
+                    TimerQueue::disarm(&mut self.ports[index as usize].timer);
+                    self.arm_idle(index);
+                    due
+                }
             };
-            let due = slot.deadline(self.ports[slot.port.index as usize].max_life_ns);
-            if due == entry.at {
-                return self.instant(due);
-            }
-            debug_assert!(due > entry.at, "a deadline was armed too late");
-            self.timers.pop();
-            TimerQueue::disarm(&mut slot.timer);
-            self.timers.arm(&mut slot.timer, entry.key, due);
+            debug_assert!(
+                due.is_none_or(|due| due > entry.at),
+                "a deadline was armed too late"
+            );
         }
     }
 
-    /// Rebuilds the deadline queue when stale entries outnumber live ones.
+    /// Drops the orphaned entries of the deadline queue when they may
+    /// outnumber the live ones.
     pub(super) fn compact_timers(&mut self) {
         if self.timers.needs_compaction(self.sessions.len()) {
-            self.timers.rebuild(
-                self.sessions
-                    .iter()
-                    .map(|(key, slot)| (key as u32, slot.timer)),
-            );
+            self.reclaim_timers();
         }
+    }
+
+    /// Rebuilds the deadline queue from what is live: one entry per waiting
+    /// send (at most), and the entries of ports with a session that may
+    /// expire (the sessions with a send waiting are taken off the head of
+    /// each list first; a port with none left is disarmed). Every orphan
+    /// goes, and what remains is at most one entry per session: a port's
+    /// entry stands for one of its sessions with no send waiting.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn reclaim_timers(&mut self) {
+        let entries = self.timers.take();
+        self.idle_drop_waiting_heads(&entries);
+        let (ports, waitings) = (&mut self.ports, &self.waitings);
+        self.timers.rebuild(
+            entries,
+            waitings.iter().map(|(key, _)| key as u32),
+            |key| waitings.contains(key as usize),
+            |entry, index| {
+                ports.get_mut(index as usize).is_some_and(|p| {
+                    if !entry.is_current(&p.timer) {
+                        return false;
+                    }
+                    if p.idle_head == NIL {
+                        TimerQueue::disarm(&mut p.timer);
+                        return false;
+                    }
+                    true
+                })
+            },
+        );
     }
 }
