@@ -352,11 +352,13 @@ impl TimeClient {
         let client = manager.clone();
         let connection = smol::spawn(async move {
             let reason = reader.await;
-            // Nothing can answer any more. Dropping the writer drops the
+            // Nothing can answer any more. Cancelling the writer drops the
             // outbound stream, so every later request fails at once with
             // Transport; then what waits fails now, not at its timeout.
-            // (Logged last: whoever reads the line sees all of that done.)
-            drop(writer);
+            // (`cancel().await`, not a drop: dropping a task only schedules
+            // its cancellation, and the stream could outlive the log line.
+            // Logged last: whoever reads the line sees all of that done.)
+            writer.cancel().await;
             let _ = client.abort(Cause::msg(format!("connection {reason}")));
             log.line(format!("connection {reason}"));
         });
