@@ -362,3 +362,37 @@ fn round_trips_on_one_session_add_no_timer_entries() {
     assert_eq!(r.m.stats().timer_entries, entries + 1);
     assert_eq!(r.next_deadline_ms(), Some(1999));
 }
+
+#[test]
+fn a_clock_jump_past_millions_of_retries_skips_them_at_once() {
+    let mut r = rig();
+    let s = r.open(0);
+    // Attempt k goes out at 3k ms, times out at 3k + 1 ms and pauses until
+    // the next; the clock then jumps a day and 2 ms ahead, into a pause:
+    // the 28,800,000 retries before it have lapsed unsent.
+    let options = SendOptions::default()
+        .timeout(ms(1))
+        .retries(u32::MAX, ms(2));
+    let send = r.m.send(s, json!({}), options, r.at(0)).unwrap();
+    r.transmits();
+    let day = 24 * 3600 * 1000;
+    r.tick(day + 2);
+    // None is worth sending, and the next goes out when the pause ends.
+    assert_eq!(r.transmits().len(), 0);
+    assert!(failure(&r.events(), send).is_none());
+    assert_eq!(r.next_deadline_ms(), Some(u128::from(day) + 3));
+    r.tick(day + 3);
+    assert_eq!(r.transmits().len(), 1);
+    assert_eq!(r.next_deadline_ms(), Some(u128::from(day) + 4));
+    // With no pause and no timeout, every remaining attempt lapses at once.
+    let s = r.open(day + 3);
+    let options = SendOptions::default()
+        .timeout(Duration::ZERO)
+        .retries(u32::MAX, Duration::ZERO);
+    let send = r.m.send(s, json!({}), options, r.at(day + 3)).unwrap();
+    r.tick(day + 4);
+    assert!(matches!(
+        failure(&r.events(), send),
+        Some(SessionError::Timeout)
+    ));
+}

@@ -74,6 +74,19 @@ impl<M: Message> Manager<M> {
         waiting.set_backing_off(false);
         waiting.deadline = due.saturating_add(retry.timeout_ns);
         retry.left -= 1;
+        if waiting.deadline <= now && retry.left > 0 {
+            // The clock jumped past this attempt's whole wait, and maybe
+            // past more: skip every further attempt whose wait (pause,
+            // then timeout) also lies in the past at once, rather than one
+            // by one (a million retries would be a million turns here).
+            let cycle = retry.interval_ns.saturating_add(retry.timeout_ns);
+            let lapsed = match cycle {
+                0 => retry.left,
+                cycle => ((now - waiting.deadline) / cycle).min(u64::from(retry.left)) as u32,
+            };
+            retry.left -= lapsed;
+            waiting.deadline += u64::from(lapsed) * cycle;
+        }
         // An attempt whose whole wait is already past (the clock jumped) is
         // not worth sending.
         let transmit = waiting.deadline > now;
