@@ -186,7 +186,8 @@ mod tests {
     fn generations_go_back_to_one_after_the_largest() {
         let mut m: Manager = Manager::default();
         let port = m.default_port();
-        let now = Instant::now();
+        // An arbitrary origin for this test, not a clock read by the core.
+        let now = Instant::now(); // clock-check: test origin
         m.session_generation = MAX_GENERATION - 1;
         let last = m.open_session(port, now).unwrap();
         assert_eq!(last.generation, MAX_GENERATION);
