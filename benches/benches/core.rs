@@ -45,186 +45,25 @@
 //! the `handle_timeout` ids take 10 flat samples in both modes.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use psession_benches::baseline::{self, Correlator};
-use psession_core::{
-    Event, Manager, ManagerConfig, Message, PortId, PortOptions, Routed, SendOptions, SessionError,
-    SessionId,
+use psession_benches::baseline;
+use psession_benches::core_cycle::{
+    answer, answer_body, baseline_expired, baseline_fire, baseline_with_load, config,
+    psession_expired, psession_fire, request, Baseline, Clock, Psession, DAY,
 };
+use psession_core::{Manager, Message, Routed};
 use serde_json::{json, Value};
 
 /// Sends that wait while the measured cycle runs, for `core_round_trip`.
 const LOADS: [usize; 3] = [0, 10_000, 1_000_000];
 /// Expired sends `handle_timeout` fires at once.
 const EXPIRED: [usize; 3] = [1_000, 100_000, 1_000_000];
-/// Waiting sessions per port when building a load: many peers, each well
-/// within its default sid space (65,535).
-const PER_PORT: usize = 50_000;
 /// Messages per iteration in `hostile_peer`.
 const STREAM: usize = 1024;
-/// A wait no benchmark reaches on the virtual clock, so the load never
-/// times out while a cycle is measured.
-const DAY: Duration = Duration::from_secs(86_400);
-
-/// The virtual clock: one microsecond per step.
-struct Clock(Instant);
-
-impl Clock {
-    fn new() -> Self {
-        Clock(Instant::now())
-    }
-
-    fn tick(&mut self) -> Instant {
-        self.0 += Duration::from_micros(1);
-        self.0
-    }
-}
-
-/// The request every cycle sends (the seed's first query).
-fn request() -> Value {
-    json!({"query": "getDeviceList"})
-}
-
-/// The body of the peer's answer.
-fn answer_body() -> Value {
-    json!({"status": "ok"})
-}
-
-/// The peer: answers `request` with `body`, carrying the request's sid.
-fn answer(body: &Value, request: &Value) -> Value {
-    let mut reply = body.clone();
-    reply["sid"] = request["sid"].clone();
-    reply
-}
-
-fn config(timeout: Duration) -> ManagerConfig {
-    ManagerConfig::default()
-        .session_timeout(timeout)
-        .session_max_life(2 * timeout)
-}
-
-/// A manager with `load` sessions on ports of their own, each with a send
-/// waiting whose transmission the transport has taken.
-fn psession_with_load(timeout: Duration, load: usize, clock: &mut Clock) -> Manager {
-    let mut manager = Manager::new(config(timeout)).expect("config");
-    let message = request();
-    let mut port = manager.default_port();
-    for i in 0..load {
-        if i % PER_PORT == 0 {
-            let name = format!("load-{}", i / PER_PORT);
-            port = manager
-                .create_port(&name, PortOptions::default())
-                .expect("port");
-        }
-        let now = clock.tick();
-        let session = manager.open_session(port, now).expect("open");
-        manager
-            .send(session, message.clone(), SendOptions::default(), now)
-            .expect("send");
-        manager.poll_transmit().expect("transmit");
-    }
-    manager
-}
-
-/// The baseline with `load` sends waiting, their transmissions taken.
-fn baseline_with_load(timeout: Duration, load: usize, clock: &mut Clock) -> Correlator {
-    let mut correlator = Correlator::new(timeout);
-    let message = request();
-    for _ in 0..load {
-        correlator
-            .send(message.clone(), clock.tick())
-            .expect("send");
-        correlator.poll_transmit().expect("transmit");
-    }
-    correlator
-}
-
-/// psession with its measured session on the default port.
-struct Psession {
-    manager: Manager,
-    port: PortId,
-    clock: Clock,
-    request: Value,
-    body: Value,
-}
-
-impl Psession {
-    fn new(load: usize) -> Self {
-        let mut clock = Clock::new();
-        let manager = psession_with_load(DAY, load, &mut clock);
-        Psession {
-            port: manager.default_port(),
-            manager,
-            clock,
-            request: request(),
-            body: answer_body(),
-        }
-    }
-
-    /// One round trip on `session`: send, transmit, the peer's reply, the
-    /// reply event.
-    fn round_trip(&mut self, session: SessionId, now: Instant) -> Value {
-        let manager = &mut self.manager;
-        manager
-            .send(session, self.request.clone(), SendOptions::default(), now)
-            .expect("send");
-        let request = manager.poll_transmit().expect("transmit").message;
-        let reply = answer(&self.body, &request);
-        let Routed::Reply(_) = manager.handle_inbound(self.port, reply, now) else {
-            panic!("the reply was not taken as one");
-        };
-        match manager.poll_event() {
-            Some(Event::Reply { message, .. }) => message,
-            other => panic!("expected the reply, got {other:?}"),
-        }
-    }
-
-    /// A round trip on a session opened for it and ended after it.
-    fn open_round_trip_end(&mut self) -> Value {
-        let now = self.clock.tick();
-        let session = self.manager.open_session(self.port, now).expect("open");
-        let reply = self.round_trip(session, now);
-        self.manager.end(session).expect("end");
-        let Some(Event::Closed { .. }) = self.manager.poll_event() else {
-            panic!("expected Closed");
-        };
-        reply
-    }
-}
-
-/// The baseline doing the same cycle.
-struct Baseline {
-    correlator: Correlator,
-    clock: Clock,
-    request: Value,
-    body: Value,
-}
-
-impl Baseline {
-    fn new(load: usize) -> Self {
-        let mut clock = Clock::new();
-        Baseline {
-            correlator: baseline_with_load(DAY, load, &mut clock),
-            clock,
-            request: request(),
-            body: answer_body(),
-        }
-    }
-
-    fn round_trip(&mut self) -> Value {
-        let now = self.clock.tick();
-        let correlator = &mut self.correlator;
-        correlator.send(self.request.clone(), now).expect("send");
-        let request = correlator.poll_transmit().expect("transmit");
-        let reply = answer(&self.body, &request);
-        let (_, message) = correlator.handle_inbound(reply, now).expect("reply");
-        message
-    }
-}
 
 /// `core_round_trip`: one request/reply cycle, psession next to the
 /// baseline, with more and more other sends waiting.
@@ -247,14 +86,9 @@ fn core_round_trip(c: &mut Criterion) {
 
     for load in LOADS {
         let mut psession = Psession::new(load);
-        let now = psession.clock.tick();
-        let port = psession.port;
-        let session = psession.manager.open_session(port, now).expect("open");
+        let session = psession.open();
         group.bench_function(BenchmarkId::new("psession_reuse", load), |b| {
-            b.iter(|| {
-                let now = psession.clock.tick();
-                psession.round_trip(session, now)
-            })
+            b.iter(|| psession.round_trip(session))
         });
         group.bench_function(BenchmarkId::new("psession_open_end", load), |b| {
             b.iter(|| psession.open_round_trip_end())
@@ -286,46 +120,12 @@ fn timers(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     {
         let mut psession = Psession::new(0);
-        let now = psession.clock.tick();
-        let port = psession.port;
-        let session = psession.manager.open_session(port, now).expect("open");
+        let session = psession.open();
         group.bench_function("arm_disarm/psession", |b| {
-            b.iter(|| {
-                let manager = &mut psession.manager;
-                let now = psession.clock.tick();
-                manager
-                    .send(
-                        session,
-                        psession.request.clone(),
-                        SendOptions::default(),
-                        now,
-                    )
-                    .expect("send");
-                let request = manager.poll_transmit().expect("transmit");
-                manager.cancel(session, now).expect("cancel");
-                let Some(Event::SendFailed {
-                    error: SessionError::Cancelled,
-                    ..
-                }) = manager.poll_event()
-                else {
-                    panic!("expected the cancellation");
-                };
-                request
-            })
+            b.iter(|| psession.arm_disarm(session))
         });
         let mut baseline = Baseline::new(0);
-        group.bench_function("arm_disarm/baseline", |b| {
-            b.iter(|| {
-                let correlator = &mut baseline.correlator;
-                let now = baseline.clock.tick();
-                let sid = correlator
-                    .send(baseline.request.clone(), now)
-                    .expect("send");
-                let request = correlator.poll_transmit().expect("transmit");
-                assert!(correlator.cancel(sid));
-                request
-            })
-        });
+        group.bench_function("arm_disarm/baseline", |b| b.iter(|| baseline.arm_disarm()));
     }
 
     // handle_timeout: N sends, sent 1 µs apart, all past their deadline.
@@ -338,18 +138,9 @@ fn timers(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::new("handle_timeout/psession", n), |b| {
             b.iter_batched(
-                || {
-                    let mut clock = Clock::new();
-                    let manager = psession_with_load(timeout, n, &mut clock);
-                    (manager, clock.0 + timeout)
-                },
+                || psession_expired(n, timeout),
                 |(mut manager, at)| {
-                    manager.handle_timeout(at);
-                    let mut failed = 0;
-                    while let Some(event) = manager.poll_event() {
-                        failed += usize::from(matches!(event, Event::SendFailed { .. }));
-                    }
-                    assert_eq!(failed, n);
+                    assert_eq!(psession_fire(&mut manager, at), n);
                     manager
                 },
                 BatchSize::PerIteration,
@@ -357,18 +148,9 @@ fn timers(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("handle_timeout/baseline", n), |b| {
             b.iter_batched(
-                || {
-                    let mut clock = Clock::new();
-                    let correlator = baseline_with_load(timeout, n, &mut clock);
-                    (correlator, clock.0 + timeout)
-                },
+                || baseline_expired(n, timeout),
                 |(mut correlator, at)| {
-                    correlator.handle_timeout(at);
-                    let mut failed = 0;
-                    while correlator.poll_timed_out().is_some() {
-                        failed += 1;
-                    }
-                    assert_eq!(failed, n);
+                    assert_eq!(baseline_fire(&mut correlator, at), n);
                     correlator
                 },
                 BatchSize::PerIteration,

@@ -21,193 +21,60 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use psession_benches::baseline::Correlator;
-use psession_core::{
-    Event, Manager, ManagerConfig, PortOptions, Routed, SendOptions, SessionError, SessionId,
+use psession_benches::core_cycle::{
+    baseline_expired, baseline_fire, psession_expired, psession_fire, Baseline, Psession,
 };
-use serde_json::{json, Value};
-
-const PER_PORT: usize = 50_000;
-const DAY: Duration = Duration::from_secs(86_400);
-
-struct Clock(Instant);
-
-impl Clock {
-    fn tick(&mut self) -> Instant {
-        self.0 += Duration::from_micros(1);
-        self.0
-    }
-}
-
-fn request() -> Value {
-    json!({"query": "getDeviceList"})
-}
-
-fn answer_body() -> Value {
-    json!({"status": "ok"})
-}
-
-fn answer(body: &Value, request: &Value) -> Value {
-    let mut reply = body.clone();
-    reply["sid"] = request["sid"].clone();
-    reply
-}
-
-fn config(timeout: Duration) -> ManagerConfig {
-    ManagerConfig::default()
-        .session_timeout(timeout)
-        .session_max_life(2 * timeout)
-}
-
-fn with_load(timeout: Duration, load: usize, clock: &mut Clock) -> Manager {
-    let mut manager = Manager::new(config(timeout)).expect("config");
-    let message = request();
-    let mut port = manager.default_port();
-    for i in 0..load {
-        if i % PER_PORT == 0 {
-            let name = format!("load-{}", i / PER_PORT);
-            port = manager
-                .create_port(&name, PortOptions::default())
-                .expect("port");
-        }
-        let now = clock.tick();
-        let session = manager.open_session(port, now).expect("open");
-        manager
-            .send(session, message.clone(), SendOptions::default(), now)
-            .expect("send");
-        manager.poll_transmit().expect("transmit");
-    }
-    manager
-}
-
-fn baseline_with_load(timeout: Duration, load: usize, clock: &mut Clock) -> Correlator {
-    let mut correlator = Correlator::new(timeout);
-    let message = request();
-    for _ in 0..load {
-        correlator
-            .send(message.clone(), clock.tick())
-            .expect("send");
-        correlator.poll_transmit().expect("transmit");
-    }
-    correlator
-}
-
-/// The messages of a cycle, built once and cloned, as in `core.rs`.
-struct Messages {
-    request: Value,
-    body: Value,
-}
-
-impl Messages {
-    fn new() -> Self {
-        Messages {
-            request: request(),
-            body: answer_body(),
-        }
-    }
-}
-
-fn round_trip(manager: &mut Manager, session: SessionId, now: Instant, m: &Messages) -> Value {
-    let port = manager.default_port();
-    manager
-        .send(session, m.request.clone(), SendOptions::default(), now)
-        .expect("send");
-    let request = manager.poll_transmit().expect("transmit").message;
-    let Routed::Reply(_) = manager.handle_inbound(port, answer(&m.body, &request), now) else {
-        panic!("the reply was not taken as one");
-    };
-    match manager.poll_event() {
-        Some(Event::Reply { message, .. }) => message,
-        other => panic!("expected the reply, got {other:?}"),
-    }
-}
+use psession_core::{Manager, SessionId};
 
 #[inline(never)]
-fn measure_reuse(manager: &mut Manager, clock: &mut Clock, session: SessionId, cycles: usize) {
-    let m = Messages::new();
+fn measure_reuse(psession: &mut Psession, session: SessionId, cycles: usize) {
     for _ in 0..cycles {
-        let now = clock.tick();
-        black_box(round_trip(manager, session, now, &m));
+        black_box(psession.round_trip(session));
     }
 }
 
 #[inline(never)]
-fn measure_open_end(manager: &mut Manager, clock: &mut Clock, cycles: usize) {
-    let m = Messages::new();
-    let port = manager.default_port();
+fn measure_open_end(psession: &mut Psession, cycles: usize) {
     for _ in 0..cycles {
-        let now = clock.tick();
-        let session = manager.open_session(port, now).expect("open");
-        black_box(round_trip(manager, session, now, &m));
-        manager.end(session).expect("end");
-        let Some(Event::Closed { .. }) = manager.poll_event() else {
-            panic!("expected Closed");
-        };
+        black_box(psession.open_round_trip_end());
     }
 }
 
 #[inline(never)]
-fn measure_baseline(correlator: &mut Correlator, clock: &mut Clock, cycles: usize) {
-    let m = Messages::new();
+fn measure_baseline(baseline: &mut Baseline, cycles: usize) {
     for _ in 0..cycles {
-        let now = clock.tick();
-        correlator.send(m.request.clone(), now).expect("send");
-        let request = correlator.poll_transmit().expect("transmit");
-        black_box(correlator.handle_inbound(answer(&m.body, &request), now));
+        black_box(baseline.round_trip());
     }
 }
 
 #[inline(never)]
-fn measure_arm_disarm(manager: &mut Manager, clock: &mut Clock, session: SessionId, cycles: usize) {
-    let m = Messages::new();
+fn measure_arm_disarm(psession: &mut Psession, session: SessionId, cycles: usize) {
     for _ in 0..cycles {
-        let now = clock.tick();
-        manager
-            .send(session, m.request.clone(), SendOptions::default(), now)
-            .expect("send");
-        black_box(manager.poll_transmit().expect("transmit"));
-        manager.cancel(session, now).expect("cancel");
-        let Some(Event::SendFailed {
-            error: SessionError::Cancelled,
-            ..
-        }) = manager.poll_event()
-        else {
-            panic!("expected the cancellation");
-        };
+        black_box(psession.arm_disarm(session));
     }
 }
 
 #[inline(never)]
-fn measure_arm_disarm_base(correlator: &mut Correlator, clock: &mut Clock, cycles: usize) {
-    let m = Messages::new();
+fn measure_arm_disarm_base(baseline: &mut Baseline, cycles: usize) {
     for _ in 0..cycles {
-        let now = clock.tick();
-        let sid = correlator.send(m.request.clone(), now).expect("send");
-        black_box(correlator.poll_transmit().expect("transmit"));
-        assert!(correlator.cancel(sid));
+        black_box(baseline.arm_disarm());
     }
 }
 
 #[inline(never)]
-fn measure_timeout(manager: &mut Manager, at: Instant, n: usize) {
-    manager.handle_timeout(at);
-    let mut failed = 0;
-    while let Some(event) = manager.poll_event() {
-        failed += usize::from(matches!(event, Event::SendFailed { .. }));
-    }
-    assert_eq!(failed, n);
+fn measure_timeout(manager: &mut Manager, at: std::time::Instant, n: usize) {
+    assert_eq!(psession_fire(manager, at), n);
 }
 
 #[inline(never)]
-fn measure_timeout_base(correlator: &mut Correlator, at: Instant, n: usize) {
-    correlator.handle_timeout(at);
-    let mut failed = 0;
-    while correlator.poll_timed_out().is_some() {
-        failed += 1;
-    }
-    assert_eq!(failed, n);
+fn measure_timeout_base(
+    correlator: &mut psession_benches::baseline::Correlator,
+    at: std::time::Instant,
+    n: usize,
+) {
+    assert_eq!(baseline_fire(correlator, at), n);
 }
 
 fn main() {
@@ -217,39 +84,27 @@ fn main() {
         _ => panic!("usage: core_counts WORKLOAD LOAD [CYCLES]"),
     };
     let cycles: usize = args.get(2).map_or(100_000, |c| c.parse().expect("cycles"));
-    let mut clock = Clock(Instant::now());
+    let timeout = Duration::from_secs(60);
     match workload {
         "reuse" | "arm_disarm" => {
-            let mut manager = with_load(DAY, load, &mut clock);
-            let port = manager.default_port();
-            let session = manager.open_session(port, clock.tick()).expect("open");
+            let mut psession = Psession::new(load);
+            let session = psession.open();
             if workload == "reuse" {
-                measure_reuse(&mut manager, &mut clock, session, cycles);
+                measure_reuse(&mut psession, session, cycles);
             } else {
-                measure_arm_disarm(&mut manager, &mut clock, session, cycles);
+                measure_arm_disarm(&mut psession, session, cycles);
             }
         }
-        "open_end" => {
-            let mut manager = with_load(DAY, load, &mut clock);
-            measure_open_end(&mut manager, &mut clock, cycles);
-        }
-        "baseline" | "arm_disarm_base" => {
-            let mut correlator = baseline_with_load(DAY, load, &mut clock);
-            if workload == "baseline" {
-                measure_baseline(&mut correlator, &mut clock, cycles);
-            } else {
-                measure_arm_disarm_base(&mut correlator, &mut clock, cycles);
-            }
-        }
+        "open_end" => measure_open_end(&mut Psession::new(load), cycles),
+        "baseline" => measure_baseline(&mut Baseline::new(load), cycles),
+        "arm_disarm_base" => measure_arm_disarm_base(&mut Baseline::new(load), cycles),
         "timeout" => {
-            let timeout = Duration::from_secs(60);
-            let mut manager = with_load(timeout, load, &mut clock);
-            measure_timeout(&mut manager, clock.0 + timeout, load);
+            let (mut manager, at) = psession_expired(load, timeout);
+            measure_timeout(&mut manager, at, load);
         }
         "timeout_base" => {
-            let timeout = Duration::from_secs(60);
-            let mut correlator = baseline_with_load(timeout, load, &mut clock);
-            measure_timeout_base(&mut correlator, clock.0 + timeout, load);
+            let (mut correlator, at) = baseline_expired(load, timeout);
+            measure_timeout_base(&mut correlator, at, load);
         }
         other => panic!("unknown workload {other}"),
     }

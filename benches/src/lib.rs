@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod baseline;
+pub mod core_cycle;
 pub mod oneshot_correlator;
 
 use criterion::Criterion;

@@ -296,3 +296,22 @@ impl Wake for WakeCount {
 pub fn poll_with<F: Future + ?Sized>(future: &mut Pin<Box<F>>, waker: &Waker) -> Poll<F::Output> {
     future.as_mut().poll(&mut Context::from_waker(waker))
 }
+
+/// A deterministic stream of numbers (xorshift64*), so that a randomised
+/// scenario that fails can be replayed from its seed.
+pub struct Dice(u64);
+
+impl Dice {
+    /// The stream of `seed` (any seed, 0 included, gives a usable stream).
+    pub fn new(seed: u64) -> Self {
+        Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// A number below `sides`.
+    pub fn roll(&mut self, sides: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) % sides
+    }
+}

@@ -55,23 +55,6 @@ unsafe impl std::alloc::GlobalAlloc for ThreadCounting {
 #[global_allocator]
 static ALLOCATOR: ThreadCounting = ThreadCounting;
 
-/// A deterministic stream of numbers (xorshift64*), so a failing run can
-/// be replayed from its seed.
-struct Dice(u64);
-
-impl Dice {
-    fn new(seed: u64) -> Self {
-        Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn roll(&mut self, sides: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) % sides
-    }
-}
-
 /// A client whose transport drops about a third of its messages with an
 /// error, talking to an echo server: every send ends exactly once, with
 /// its own reply or with `Transport`, and there are exactly as many
