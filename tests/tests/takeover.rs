@@ -9,10 +9,84 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use psession_core::{ManagerConfig, PortOptions, SessionError};
-use psession_driver::{Port, Sender};
+use psession_driver::{Outbound, Port, Sender};
 use psession_tests::*;
 use psession_tokio::Tokio;
 use serde_json::{json, Value};
+
+/// Posts `message` on a new session of `port`.
+async fn post_on(port: &Port<Value>, message: Value) {
+    port.create_session().unwrap().post(message).await.unwrap();
+}
+
+/// Posts `{"for": "z"}` on `z`, the port that took the channel over, and
+/// returns the first message the channel's peer reads.
+async fn first_read_once_z_posts(z: &Port<Value>, outbound: &mut Outbound<Value>) -> Value {
+    post_on(z, json!({ "for": "z" })).await;
+    outbound.recv().await.unwrap()
+}
+
+/// A post accepted on a port that is destroyed before its transmission
+/// is read never reaches the port that takes the channel over. (The post is
+/// made from inside another port's sender, while that one is being called.
+/// A channel's transmissions join its queue at once; the takeover drops
+/// what the destroyed port left there.)
+#[test]
+fn a_destroyed_ports_posts_do_not_reach_the_next_port() {
+    run_on_tokio(async {
+        let (manager, _out) = queued::<Tokio>(ManagerConfig::default());
+        let (channel, mut outbound) = Sender::<Value>::channel(8);
+        let x = manager
+            .create_port("x", channel.clone(), PortOptions::default())
+            .unwrap();
+        let x_session = x.create_session().unwrap();
+        let inner = manager.clone();
+        let trigger = Sender::from_fn(move |_message: Value| {
+            let mut post = Box::pin(x_session.post(json!({ "secret": "for x only" })));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(post.as_mut().poll(&mut cx).is_ready(), "accepted at once");
+            x.destroy().unwrap();
+            inner
+                .create_port("z", channel.clone(), PortOptions::default())
+                .unwrap();
+            Ok(())
+        });
+        let t = manager
+            .create_port("trigger", trigger, PortOptions::default())
+            .unwrap();
+        post_on(&t, json!({ "go": 1 })).await;
+        let z = manager.port("z").expect("z took the channel over");
+        let first = first_read_once_z_posts(&z, &mut outbound).await;
+        assert_eq!(first["for"], "z", "x's post leaked to z's peer: {first}");
+        assert!(outbound.is_empty());
+    });
+}
+
+/// What a destroyed port left in its channel, unread, is not handed to the
+/// peer of the port that takes the channel over.
+#[test]
+fn a_destroyed_ports_queued_posts_do_not_reach_the_next_port() {
+    run_on_tokio(async {
+        let (manager, _out) = queued::<Tokio>(ManagerConfig::default());
+        let (channel, mut outbound) = Sender::<Value>::channel(8);
+        let x = manager
+            .create_port("x", channel.clone(), PortOptions::default())
+            .unwrap();
+        let x_session = x.create_session().unwrap();
+        x_session
+            .post(json!({ "secret": "for x only" }))
+            .await
+            .unwrap();
+        assert_eq!(outbound.len(), 1, "the post is queued at once");
+        x.destroy().unwrap();
+        let z = manager
+            .create_port("z", channel.clone(), PortOptions::default())
+            .unwrap();
+        let first = first_read_once_z_posts(&z, &mut outbound).await;
+        assert_eq!(first["for"], "z", "x's post leaked to z's peer: {first}");
+        assert!(outbound.is_empty());
+    });
+}
 
 /// The task whose send the destroy aborts reacts at once (as it may on a
 /// multi-thread runtime, or with a waker that polls inline) by opening a
@@ -73,12 +147,7 @@ fn a_reconnect_woken_by_the_destroy_gets_the_old_ports_posts() {
         }
         drop(send);
         let z = reconnect.z.lock().unwrap().clone().expect("z created");
-        z.create_session()
-            .unwrap()
-            .post(json!({ "for": "z" }))
-            .await
-            .unwrap();
-        let first = outbound.recv().await.unwrap();
+        let first = first_read_once_z_posts(&z, &mut outbound).await;
         assert_eq!(first["for"], "z", "x's post leaked to z's peer: {first}");
     });
 }
@@ -96,25 +165,13 @@ fn a_port_leaving_a_shared_channel_drops_nothing() {
         let b = manager
             .create_port("b", channel.clone(), PortOptions::default())
             .unwrap();
-        a.create_session()
-            .unwrap()
-            .post(json!({ "n": 1 }))
-            .await
-            .unwrap();
-        b.create_session()
-            .unwrap()
-            .post(json!({ "n": 2 }))
-            .await
-            .unwrap();
+        post_on(&a, json!({ "n": 1 })).await;
+        post_on(&b, json!({ "n": 2 })).await;
         a.destroy().unwrap();
         let c = manager
             .create_port("c", channel.clone(), PortOptions::default())
             .unwrap();
-        c.create_session()
-            .unwrap()
-            .post(json!({ "n": 3 }))
-            .await
-            .unwrap();
+        post_on(&c, json!({ "n": 3 })).await;
         let got: Vec<_> = (0..3)
             .map(|_| outbound.try_recv().unwrap()["n"].clone())
             .collect();
@@ -143,11 +200,7 @@ fn a_reconnect_task_races_the_destroy() {
             let x = manager
                 .create_port("x", channel.clone(), PortOptions::default())
                 .unwrap();
-            x.create_session()
-                .unwrap()
-                .post(json!({ "secret": 1 }))
-                .await
-                .unwrap();
+            post_on(&x, json!({ "secret": 1 })).await;
             let mut s = x.create_session().unwrap();
             let (m2, ch2) = (manager.clone(), channel.clone());
             let task = tokio::spawn(async move {
@@ -163,12 +216,7 @@ fn a_reconnect_task_races_the_destroy() {
                 .join()
                 .unwrap();
             let z = task.await.unwrap();
-            z.create_session()
-                .unwrap()
-                .post(json!({ "for": "z" }))
-                .await
-                .unwrap();
-            let first = outbound.recv().await.unwrap();
+            let first = first_read_once_z_posts(&z, &mut outbound).await;
             usize::from(first["for"] != "z")
         });
     }
