@@ -12,6 +12,15 @@ use psession_driver::{Sender, Session};
 use psession_tokio::SessionManager;
 use serde_json::{json, Value};
 
+/// A multi-threaded Tokio runtime with `workers` threads (real time).
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
 /// A client and a server: the client sends through a closure that
 /// dispatches straight into the server (re-entrant), the server answers
 /// through a channel forwarded by a task.
@@ -55,11 +64,7 @@ async fn answer(mut session: Session) {
 
 #[test]
 fn shared_managers_under_concurrent_load() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime(4);
     runtime.block_on(async {
         let (client, server) = wire();
         let replies = Arc::new(AtomicUsize::new(0));
@@ -149,11 +154,7 @@ fn dropping_the_manager_mid_flush_keeps_the_senders_contract() {
     use std::sync::atomic::AtomicBool;
     use std::sync::Mutex;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime(2);
     runtime.block_on(async {
         let in_call = Arc::new(AtomicBool::new(false));
         let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -196,11 +197,7 @@ fn dropping_the_manager_mid_flush_keeps_the_senders_contract() {
 /// shutdown a chance to happen).
 #[test]
 fn posts_accepted_before_the_manager_is_dropped_all_go_out() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime(2);
     for _ in 0..200 {
         runtime.block_on(async {
             let (sender, mut outbound) = Sender::<Value>::channel(1 << 20);
@@ -248,11 +245,7 @@ fn posts_accepted_before_the_manager_is_dropped_all_go_out() {
 fn conversations_survive_floods_port_churn_and_ends_from_other_tasks() {
     use psession_core::{PortOptions, Routed};
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime(4);
     runtime.block_on(async {
         let (client, server) = wire();
         let replies = Arc::new(AtomicUsize::new(0));
