@@ -215,20 +215,14 @@ pub(crate) fn dispatch_to<M: Message + Send + 'static>(
 ) -> Routed<M> {
     // A non-session message (heartbeats, telemetry: often most of the
     // traffic) comes back without the manager's lock or the clock.
-    if shared.sid_of(&message).is_none() {
+    let Some(sid) = shared.sid_of(&message) else {
         return Routed::NotSession(message);
-    }
+    };
     let Some(port) = port else {
         return Routed::Dropped(DropReason::NoSuchPort);
     };
-    let mut message = Some(message);
-    let routed = shared.run(|state, now| match message.take() {
-        Some(message) => Ok(state.core.handle_inbound(port, message, now)),
-        None => unreachable!("the message is routed once"),
-    });
-    match (routed, message) {
-        (Ok(routed), _) => routed,
+    shared
+        .run(|state, now| Ok(state.core.handle_session_message(port, sid, message, now)))
         // A dropped manager routes nothing.
-        (Err(_), _) => Routed::Dropped(DropReason::NoSuchPort),
-    }
+        .unwrap_or(Routed::Dropped(DropReason::NoSuchPort))
 }

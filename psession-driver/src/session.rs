@@ -247,12 +247,12 @@ impl<M: Message + Send + 'static> Future for SendFuture<'_, M> {
                 // Set before anything of the application runs (a sender may
                 // panic): from here the send is withdrawn if dropped.
                 this.send = Some(send);
-                let look_again = effects.runs_application_code();
+                let look_again = effects.may_answer_at_once();
                 shared.apply(effects);
                 if look_again {
-                    // A closure sender (or a waker) may have brought the
-                    // outcome already: return it now rather than on a
-                    // second poll (a caller polling once would lose it).
+                    // A closure sender may have brought the outcome
+                    // already: return it now rather than on a second poll
+                    // (a caller polling once would lose it).
                     let outcome = shared.poll_send(send, cx);
                     if outcome.is_ready() {
                         this.send = None;

@@ -266,11 +266,13 @@ impl<M: Message + Send + 'static> Default for Effects<M> {
 }
 
 impl<M: Message + Send + 'static> Effects<M> {
-    /// Whether applying them runs code of the application (wakers, the
-    /// drops of sessions, closure senders), which may call back into the
-    /// manager and change what the caller saw under the lock.
-    pub(crate) fn runs_application_code(&self) -> bool {
-        self.flush || !self.wake.is_empty() || !self.drop_later.is_empty()
+    /// Whether applying them calls a closure sender or drops sessions:
+    /// application code that may answer a send at once, before the call
+    /// that made them returns. (Wakers are left out: the common wake-up,
+    /// a channel's reader, only schedules a task; a waker that itself
+    /// answered would be one more turn, never a lost wake-up.)
+    pub(crate) fn may_answer_at_once(&self) -> bool {
+        self.flush || !self.drop_later.is_empty()
     }
 
     pub(crate) fn wake(&mut self, waker: Option<Waker>) {

@@ -11,11 +11,6 @@ pub(crate) struct Wakers {
 }
 
 impl Wakers {
-    /// Whether there is nobody to wake.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
     #[inline]
     pub(crate) fn push(&mut self, waker: Waker) {
         if self.first.is_none() {

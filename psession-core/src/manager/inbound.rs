@@ -36,9 +36,30 @@ impl<M: Message> Manager<M> {
     /// [`Event::Incoming`], [`Event::Dropped`]), so a driver that handles
     /// events only needs `Routed::NotSession` from it.
     pub fn handle_inbound(&mut self, port: PortId, message: M, now: Instant) -> Routed<M> {
-        let Some(sid) = self.sid_of(&message) else {
+        match self.sid_of(&message) {
+            Some(sid) => self.handle_session_message(port, sid, message, now),
+            None => Routed::NotSession(message),
+        }
+    }
+
+    /// [`handle_inbound`](Self::handle_inbound) for a message whose sid the
+    /// caller has already read ([`Message::sid`] of the manager's sid
+    /// field), so that it is not read twice: a driver that hands
+    /// non-session messages back before taking its lock does so.
+    ///
+    /// `sid` must be the message's own. Another one routes the message as
+    /// if it carried that sid; `0` hands it back as
+    /// [`Routed::NotSession`].
+    pub fn handle_session_message(
+        &mut self,
+        port: PortId,
+        sid: u32,
+        message: M,
+        now: Instant,
+    ) -> Routed<M> {
+        if sid == 0 {
             return Routed::NotSession(message);
-        };
+        }
         let now = self.advance(now);
         let Ok(p) = self.port_ref(port) else {
             return self.drop_inbound(port, sid, DropReason::NoSuchPort);
