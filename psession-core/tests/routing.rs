@@ -271,3 +271,31 @@ fn same_sid_on_two_ports_reaches_two_different_sessions() {
     assert!(reply(&events, send_a).is_none());
     assert!(r.m.is_waiting(sa));
 }
+
+#[test]
+fn a_sid_read_by_the_caller_routes_like_handle_inbound() {
+    let mut r = rig();
+    let port = r.m.default_port();
+    let s = r.m.open_session(port, r.at(0)).unwrap();
+    let send = r.send(s, json!({}), 0);
+    let routed =
+        r.m.handle_session_message(port, 1, json!({"sid": 1, "ok": true}), r.at(1));
+    assert!(matches!(routed, Routed::Reply(id) if id == s), "{routed:?}");
+    assert_eq!(reply(&r.events(), send).unwrap()["ok"], true);
+    // An unknown sid opens an incoming session, as through handle_inbound.
+    let routed =
+        r.m.handle_session_message(port, 7, json!({"sid": 7}), r.at(2));
+    assert!(
+        matches!(routed, Routed::Opened(id) if id.sid() == 7),
+        "{routed:?}"
+    );
+    // Sid 0 is no session's.
+    let message = json!({"sid": 0, "x": 1});
+    match r
+        .m
+        .handle_session_message(port, 0, message.clone(), r.at(3))
+    {
+        Routed::NotSession(back) => assert_eq!(back, message),
+        other => panic!("{other:?}"),
+    }
+}
