@@ -1603,6 +1603,11 @@ impl Harness {
 
     fn check_poll_timeout(&mut self) {
         let expected = self.model.earliest().map(|t| self.at(t));
+        let bound = self.m.timeout_lower_bound();
+        assert!(
+            expected.is_none_or(|next| bound.is_some_and(|bound| bound <= next)),
+            "timeout_lower_bound {bound:?} comes after the next deadline {expected:?}"
+        );
         assert_eq!(self.m.poll_timeout(), expected, "poll_timeout");
     }
 

@@ -146,10 +146,9 @@ struct Outgoing<M: Message + Send + 'static> {
 #[derive(Default)]
 pub(crate) struct TimerSlot {
     pub(crate) waker: Option<Waker>,
-    /// The deadline the driver task sleeps until.
+    /// The deadline the driver task sleeps until (or is about to: it is
+    /// woken when this moves earlier).
     pub(crate) armed: Option<Instant>,
-    /// The core's next deadline, as of the last `collect`.
-    pub(crate) next: Option<Instant>,
 }
 
 /// Events waiting for the [`Events`](crate::Events) stream.
@@ -687,7 +686,8 @@ impl<M: Message + Send + 'static> State<M> {
     }
 
     /// Takes every output of the core: transmits, completes sends, wakes
-    /// readers, queues events, and re-arms the timer. `now` is the time of
+    /// readers, queues events, and wakes the driver task if the next
+    /// deadline now comes before its wake-up. `now` is the time of
     /// the call that produced the outputs.
     ///
     /// A transmission through a channel sender joins its queue here, under
@@ -741,8 +741,16 @@ impl<M: Message + Send + 'static> State<M> {
             self.flushing = true;
             effects.flush = true;
         }
-        self.timer.next = self.core.poll_timeout();
-        if let Some(deadline) = self.timer.next {
+        // The next deadline can only have moved earlier than the driver
+        // task's wake-up if the queue's head (a lower bound, O(1)) is: only
+        // then is the exact answer, which may repair the queue, worth it.
+        let Some(bound) = self.core.timeout_lower_bound() else {
+            return;
+        };
+        if self.timer.armed.is_some_and(|armed| bound >= armed) {
+            return;
+        }
+        if let Some(deadline) = self.core.poll_timeout() {
             if self.timer.armed.is_none_or(|armed| deadline < armed) {
                 self.timer.armed = Some(deadline);
                 effects.wake(self.timer.waker.take());

@@ -34,7 +34,7 @@ pub(crate) async fn drive<R: Runtime, M: Message + Send + 'static>(shared: Arc<S
             let now = (shared.now)();
             state.core.handle_timeout(now);
             state.collect(&shared, now, &mut effects);
-            let next = state.timer.next;
+            let next = state.core.poll_timeout();
             state.timer.armed = next;
             state.timer.waker = Some(cx.waker().clone());
             (next, state.take_flush_handoff())

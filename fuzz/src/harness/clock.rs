@@ -17,7 +17,7 @@ impl Harness {
             Tick::Forward(d) => self.t.wall = self.t.wall.saturating_add(d).min(MAX_WALL),
             Tick::Back(d) => self.t.wall = self.t.wall.saturating_sub(d),
             Tick::ToDeadline(offset) => {
-                let next = self.m.poll_timeout();
+                let next = self.next_deadline();
                 let expected = self.t.expected_timeout();
                 ensure!(
                     next == expected,
@@ -45,7 +45,7 @@ impl Harness {
         }
         self.end(step);
         if check {
-            let next = self.m.poll_timeout();
+            let next = self.next_deadline();
             let now = self.t.instant(self.t.now);
             ensure!(
                 next.is_none() || next > now,
@@ -59,8 +59,20 @@ impl Harness {
         }
     }
 
-    pub(super) fn check_timeout(&mut self) {
+    /// `poll_timeout`, after checking that `timeout_lower_bound` (asked
+    /// first: `poll_timeout` repairs the queue) is no later.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let bound = self.m.timeout_lower_bound();
         let next = self.m.poll_timeout();
+        ensure!(
+            next.is_none_or(|next| bound.is_some_and(|bound| bound <= next)),
+            "timeout_lower_bound {bound:?} comes after poll_timeout {next:?}"
+        );
+        next
+    }
+
+    pub(super) fn check_timeout(&mut self) {
+        let next = self.next_deadline();
         let expected = self.t.expected_timeout();
         ensure!(
             next == expected,

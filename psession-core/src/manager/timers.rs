@@ -182,6 +182,37 @@ impl<M: Message> Manager<M> {
         }
     }
 
+    /// A cheap lower bound of [`poll_timeout`](Self::poll_timeout): no
+    /// deadline falls before the instant it returns, and `None` means
+    /// there is no deadline at all.
+    ///
+    /// `poll_timeout` is exact, and to be exact it may have to repair the
+    /// deadline queue (an entry left early by a session whose deadline
+    /// moved later is pushed again at the real time). This one only looks
+    /// at the queue's head: O(1), and `&self`. A driver that sleeps until
+    /// some instant `armed` asks it after every input, and calls
+    /// `poll_timeout` only when the bound comes before `armed`: that is the
+    /// only way the next deadline can have moved earlier than the wake-up
+    /// it has. Once `poll_timeout` has answered, the bound equals its
+    /// answer until the next input.
+    ///
+    /// ```
+    /// use psession_core::{Manager, ManagerConfig, SendOptions};
+    /// use serde_json::json;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let mut m = Manager::new(ManagerConfig::default()).unwrap();
+    /// let now = Instant::now();
+    /// let session = m.open_session(m.default_port(), now).unwrap();
+    /// let options = SendOptions::default().timeout(Duration::from_secs(1));
+    /// m.send(session, json!({ "q": 1 }), options, now).unwrap();
+    /// let exact = m.poll_timeout().unwrap();
+    /// assert!(m.timeout_lower_bound().unwrap() <= exact);
+    /// ```
+    pub fn timeout_lower_bound(&self) -> Option<Instant> {
+        self.instant(self.timers.peek()?.at)
+    }
+
     /// Drops the orphaned entries of the deadline queue when they may
     /// outnumber the live ones.
     pub(super) fn compact_timers(&mut self) {
