@@ -15,6 +15,12 @@
 //! - `oneshot_correlator`: `psession_benches::oneshot_correlator`: a
 //!   `HashMap<sid, oneshot::Sender>` behind a mutex, a reader task routing
 //!   replies by sid, and one server task answering every request.
+//! - `oneshot_correlator_timeout`: the same correlator, each request
+//!   wrapped in the runtime's timeout of [`LIMIT`] (psession's default
+//!   send timeout) with
+//!   [`send_within`](psession_benches::oneshot_correlator::on_tokio::Conversation::send_within):
+//!   what the correlator costs once it does that part of psession's job.
+//!   Context only: the targets are against the plain correlator.
 //! - `tarpc` (Tokio only): a `#[tarpc::service]` over
 //!   `tarpc::transport::channel::bounded`, served as tarpc documents it
 //!   (`BaseChannel::execute`, one spawned task per request), with the
@@ -62,6 +68,10 @@ const CAPACITY: usize = 64;
 const SESSIONS: u64 = 1_000;
 /// Turns per conversation of the batch workload.
 const TURNS: u64 = 100;
+
+/// The time limit of `oneshot_correlator_timeout`'s requests: psession's
+/// default send timeout (`ManagerConfig::default().session_timeout`).
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// Checks that a reply answers turn `turn` (every contender checks it).
 fn check(reply: &Value, turn: u64) {
@@ -303,6 +313,23 @@ fn on_tokio_runtime(c: &mut Criterion) {
             })
         });
     });
+    group.bench_function("sequential/oneshot_correlator_timeout", |b| {
+        let rt = current_thread();
+        let client = rt.block_on(async { tokio_correlator() });
+        let mut conversation = client.conversation();
+        let mut turn = 0;
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let reply = conversation.send_within(request(turn, false), LIMIT);
+                    check(&reply.await.unwrap(), turn);
+                    turn += 1;
+                }
+                start.elapsed()
+            })
+        });
+    });
     group.bench_function("sequential/tarpc", |b| {
         let rt = current_thread();
         let client = rt.block_on(async { with_tarpc::wire() });
@@ -344,6 +371,22 @@ fn on_tokio_runtime(c: &mut Criterion) {
                 async move {
                     for turn in 0..TURNS {
                         let reply = conversation.send(request(turn, turn + 1 == TURNS));
+                        check(&reply.await.unwrap(), turn);
+                    }
+                }
+            })
+        });
+    });
+    group.bench_function("sessions_1000x100/oneshot_correlator_timeout", |b| {
+        let rt = multi_thread();
+        let client = rt.block_on(async { tokio_correlator() });
+        b.iter_custom(|iters| {
+            tokio_batches(&rt, iters, || {
+                let mut conversation = client.conversation();
+                async move {
+                    for turn in 0..TURNS {
+                        let request = request(turn, turn + 1 == TURNS);
+                        let reply = conversation.send_within(request, LIMIT);
                         check(&reply.await.unwrap(), turn);
                     }
                 }
@@ -430,6 +473,26 @@ fn on_smol_runtime(c: &mut Criterion) {
             elapsed
         });
     });
+    group.bench_function("sequential/oneshot_correlator_timeout", |b| {
+        let client = smol_correlator();
+        let mut conversation = Some(client.conversation());
+        let mut turn = 0;
+        b.iter_custom(|iters| {
+            let mut c = conversation.take().unwrap();
+            let first = turn;
+            let (c, elapsed) = smol::block_on(smol::spawn(async move {
+                let start = Instant::now();
+                for turn in first..first + iters {
+                    let reply = c.send_within(request(turn, false), LIMIT);
+                    check(&reply.await.unwrap(), turn);
+                }
+                (c, start.elapsed())
+            }));
+            conversation = Some(c);
+            turn += iters;
+            elapsed
+        });
+    });
 
     batch(&mut group);
     group.bench_function("sessions_1000x100/psession", |b| {
@@ -454,6 +517,21 @@ fn on_smol_runtime(c: &mut Criterion) {
                 async move {
                     for turn in 0..TURNS {
                         let reply = conversation.send(request(turn, turn + 1 == TURNS));
+                        check(&reply.await.unwrap(), turn);
+                    }
+                }
+            })
+        });
+    });
+    group.bench_function("sessions_1000x100/oneshot_correlator_timeout", |b| {
+        let client = smol_correlator();
+        b.iter_custom(|iters| {
+            smol_batches(iters, || {
+                let mut conversation = client.conversation();
+                async move {
+                    for turn in 0..TURNS {
+                        let request = request(turn, turn + 1 == TURNS);
+                        let reply = conversation.send_within(request, LIMIT);
                         check(&reply.await.unwrap(), turn);
                     }
                 }

@@ -7,7 +7,8 @@
 //! valgrind --tool=callgrind target/release/examples/round_trip_profile correlator 20000
 //! ```
 //!
-//! The first argument is the contender (`psession` or `correlator`), the
+//! The first argument is the contender (`psession`, `correlator`, or
+//! `timeout`: the correlator with a 60 s limit on each request), the
 //! second the number of sequential turns, on a current-thread Tokio
 //! runtime, wired as in `benches/async_round_trip.rs`. A third argument
 //! `batch` runs that many conversations of 100 turns at once instead; a
@@ -61,6 +62,9 @@ fn correlator() -> on_tokio::Client {
     tokio::spawn(on_tokio::serve(from_client, to_client));
     on_tokio::Client::new(to_server, from_server)
 }
+
+/// The `timeout` contender's limit: psession's default send timeout.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How many batches to run (`REPS`, default 1).
 fn reps() -> usize {
@@ -122,6 +126,34 @@ fn main() {
                 for turn in 0..n {
                     let reply = conversation.send(request(turn, false)).await.unwrap();
                     assert_eq!(reply["turn"].as_u64(), Some(turn));
+                }
+            }
+            ("timeout", false) => {
+                let client = correlator();
+                let mut conversation = client.conversation();
+                for turn in 0..n {
+                    let reply = conversation.send_within(request(turn, false), LIMIT);
+                    assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
+                }
+            }
+            ("timeout", true) => {
+                let client = correlator();
+                for _ in 0..reps() {
+                    let tasks: Vec<_> = (0..n)
+                        .map(|_| {
+                            let mut conversation = client.conversation();
+                            tokio::spawn(async move {
+                                for turn in 0..100 {
+                                    let request = request(turn, turn == 99);
+                                    let reply = conversation.send_within(request, LIMIT);
+                                    assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
                 }
             }
             ("correlator", true) => {

@@ -13,6 +13,13 @@
 //! retry, no incoming sessions, no cleanup of a waiter whose reply never
 //! comes. That is the floor psession's bookkeeping is measured against.
 //!
+//! [`Conversation::send_within`](on_tokio::Conversation::send_within) is
+//! the same request with a time limit, as an application that needs the
+//! job psession does (every psession send has a timeout, 60 s by default)
+//! would write it: the runtime's timeout around the wait, and the waiter
+//! taken out of the map when it fires. It is a second baseline, for
+//! context; the targets are measured against the plain one.
+//!
 //! Two flavours with the same API: [`on_tokio`] (Tokio's `mpsc` and
 //! `oneshot`) and [`on_smol`] (`async-channel`, which smol re-exports, and
 //! `futures-channel`'s runtime-neutral `oneshot`).
@@ -62,6 +69,26 @@ impl std::fmt::Display for Closed {
 
 impl std::error::Error for Closed {}
 
+/// Why a request with a time limit got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    /// See [`Closed`].
+    Closed,
+    /// No reply within the limit; the waiter is gone from the map.
+    TimedOut,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Closed => Closed.fmt(f),
+            Failed::TimedOut => f.write_str("no reply in time"),
+        }
+    }
+}
+
+impl std::error::Error for Failed {}
+
 macro_rules! correlator {
     (
         $(#[$doc:meta])*
@@ -70,7 +97,8 @@ macro_rules! correlator {
         from_peer: $rx:ty,
         oneshot: $oneshot:path,
         recv: |$r:ident| $recv:expr,
-        spawn: |$task:ident| $spawn:expr $(,)?
+        spawn: |$task:ident| $spawn:expr,
+        within: |$limit:ident, $wait:ident| $within:expr $(,)?
     ) => {
         $(#[$doc])*
         pub mod $name {
@@ -82,7 +110,7 @@ macro_rules! correlator {
 
             use $oneshot as oneshot;
 
-            use super::{answer, lock, sid_of, Closed, Pending};
+            use super::{answer, lock, sid_of, Closed, Failed, Pending};
 
             /// The client side: allocates sids, registers waiters, sends.
             /// Cheap to clone. Dropping every clone (and every
@@ -171,6 +199,28 @@ macro_rules! correlator {
                     }
                     reply.await.map_err(|_| Closed)
                 }
+
+                /// [`send`](Self::send), giving up after `limit`: the
+                /// waiter is then taken out of the map (no leak, and a
+                /// late reply finds nobody).
+                pub async fn send_within(
+                    &mut self,
+                    request: Value,
+                    limit: std::time::Duration,
+                ) -> Result<Value, Failed> {
+                    let sid = self.sid;
+                    let pending = self.client.pending.clone();
+                    let $limit = limit;
+                    let $wait = self.send(request);
+                    match $within {
+                        Some(Ok(reply)) => Ok(reply),
+                        Some(Err(Closed)) => Err(Failed::Closed),
+                        None => {
+                            lock(&pending).remove(&sid);
+                            Err(Failed::TimedOut)
+                        }
+                    }
+                }
             }
 
             /// The peer: answers every request read from `requests` with
@@ -202,6 +252,7 @@ correlator! {
     oneshot: tokio::sync::oneshot,
     recv: |rx| rx.recv().await,
     spawn: |task| drop(tokio::spawn(task)),
+    within: |limit, wait| tokio::time::timeout(limit, wait).await.ok(),
 }
 
 correlator! {
@@ -218,6 +269,13 @@ correlator! {
     oneshot: futures_channel::oneshot,
     recv: |rx| rx.recv().await.ok(),
     spawn: |task| smol::spawn(task).detach(),
+    within: |limit, wait| {
+        smol::future::or(async { Some(wait.await) }, async {
+            smol::Timer::after(limit).await;
+            None
+        })
+        .await
+    },
 }
 
 #[cfg(test)]
@@ -300,6 +358,61 @@ mod tests {
                 assert_eq!(reply["turn"], turn);
             }
             assert_eq!(client.waiting(), 0);
+        });
+    }
+
+    /// A request nobody answers fails with `TimedOut` after its limit and
+    /// leaves no waiter behind; one answered in time gets its reply.
+    #[test]
+    fn send_within_gives_up_and_forgets_the_waiter_on_tokio() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (to_peer, mut requests) = tokio::sync::mpsc::channel(8);
+            let (_replies, from_peer) = tokio::sync::mpsc::channel::<Value>(8);
+            let client = on_tokio::Client::new(to_peer, from_peer);
+            let mut conversation = client.conversation();
+            let limit = std::time::Duration::from_millis(5);
+            let outcome = conversation.send_within(request(0, false), limit).await;
+            assert_eq!(outcome, Err(Failed::TimedOut));
+            assert!(requests.recv().await.is_some(), "the request went out");
+            assert_eq!(client.waiting(), 0, "the waiter is gone");
+        });
+        rt.block_on(async {
+            let (to_server, from_client) = tokio::sync::mpsc::channel(8);
+            let (to_client, from_server) = tokio::sync::mpsc::channel(8);
+            tokio::spawn(on_tokio::serve(from_client, to_client));
+            let client = on_tokio::Client::new(to_server, from_server);
+            let mut conversation = client.conversation();
+            let limit = std::time::Duration::from_secs(60);
+            let reply = conversation.send_within(request(7, false), limit).await;
+            assert_eq!(reply.unwrap()["turn"], 7);
+        });
+    }
+
+    #[test]
+    fn send_within_gives_up_and_forgets_the_waiter_on_smol() {
+        smol::block_on(async {
+            let (to_peer, requests) = smol::channel::bounded(8);
+            let (_replies, from_peer) = smol::channel::bounded::<Value>(8);
+            let client = on_smol::Client::new(to_peer, from_peer);
+            let mut conversation = client.conversation();
+            let limit = std::time::Duration::from_millis(5);
+            let outcome = conversation.send_within(request(0, false), limit).await;
+            assert_eq!(outcome, Err(Failed::TimedOut));
+            assert!(requests.recv().await.is_ok(), "the request went out");
+            assert_eq!(client.waiting(), 0, "the waiter is gone");
+
+            let (to_server, from_client) = smol::channel::bounded(8);
+            let (to_client, from_server) = smol::channel::bounded(8);
+            smol::spawn(on_smol::serve(from_client, to_client)).detach();
+            let client = on_smol::Client::new(to_server, from_server);
+            let mut conversation = client.conversation();
+            let limit = std::time::Duration::from_secs(60);
+            let reply = conversation.send_within(request(7, false), limit).await;
+            assert_eq!(reply.unwrap()["turn"], 7);
         });
     }
 
