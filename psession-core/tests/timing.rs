@@ -403,29 +403,27 @@ fn a_clock_jump_past_millions_of_retries_skips_them_at_once() {
 #[test]
 fn the_lower_bound_of_the_next_deadline_is_never_late() {
     let mut r = rig();
-    let ms_of =
-        |r: &Rig, at: Option<std::time::Instant>| at.map(|at| at.duration_since(r.t0).as_millis());
     assert_eq!(r.m.timeout_lower_bound(), None, "nothing scheduled");
     let port = r.m.default_port();
     let s = r.m.open_session(port, r.at(0)).unwrap();
-    assert_eq!(ms_of(&r, r.m.timeout_lower_bound()), Some(1000));
-    assert_eq!(r.next_deadline_ms(), Some(1000));
+    assert_eq!(r.m.timeout_lower_bound(), Some(r.at(1000)));
+    assert_eq!(r.m.poll_timeout(), Some(r.at(1000)));
     // Activity moves the expiry later; the queue still holds the early entry.
     r.m.post(s, json!({}), r.at(400)).unwrap();
-    assert_eq!(ms_of(&r, r.m.timeout_lower_bound()), Some(1000));
-    assert_eq!(r.next_deadline_ms(), Some(1400));
-    assert_eq!(ms_of(&r, r.m.timeout_lower_bound()), Some(1400));
+    assert_eq!(r.m.timeout_lower_bound(), Some(r.at(1000)));
+    assert_eq!(r.m.poll_timeout(), Some(r.at(1400)));
+    assert_eq!(r.m.timeout_lower_bound(), Some(r.at(1400)), "repaired");
     // A send's deadline comes first: the bound follows at once.
     r.m.send(s, json!({}), SendOptions::default(), r.at(500))
         .unwrap();
-    assert_eq!(ms_of(&r, r.m.timeout_lower_bound()), Some(600));
-    assert_eq!(r.next_deadline_ms(), Some(600));
+    assert_eq!(r.m.timeout_lower_bound(), Some(r.at(600)));
+    assert_eq!(r.m.poll_timeout(), Some(r.at(600)));
     // The reply ends the wait: its entry is orphaned, still the bound.
     r.m.handle_inbound(port, json!({"sid": s.sid()}), r.at(550));
-    assert_eq!(ms_of(&r, r.m.timeout_lower_bound()), Some(600));
-    assert_eq!(r.next_deadline_ms(), Some(1550));
-    assert_eq!(ms_of(&r, r.m.timeout_lower_bound()), Some(1550));
+    assert_eq!(r.m.timeout_lower_bound(), Some(r.at(600)));
+    assert_eq!(r.m.poll_timeout(), Some(r.at(1550)));
+    assert_eq!(r.m.timeout_lower_bound(), Some(r.at(1550)));
     r.m.end(s).unwrap();
-    assert_eq!(r.next_deadline_ms(), None);
+    assert_eq!(r.m.poll_timeout(), None);
     assert_eq!(r.m.timeout_lower_bound(), None, "the queue is repaired");
 }
