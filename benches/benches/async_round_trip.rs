@@ -70,7 +70,7 @@ const SESSIONS: u64 = 1_000;
 const TURNS: u64 = 100;
 
 /// The time limit of `oneshot_correlator_timeout`'s requests: psession's
-/// default send timeout (`ManagerConfig::default().session_timeout`).
+/// default send timeout (`session_timeout` of `ManagerConfig::default()`).
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// Checks that a reply answers turn `turn` (every contender checks it).

@@ -201,8 +201,11 @@ macro_rules! correlator {
                 }
 
                 /// [`send`](Self::send), giving up after `limit`: the
-                /// waiter is then taken out of the map (no leak, and a
-                /// late reply finds nobody).
+                /// waiter is then taken out of the map, so nothing leaks.
+                /// A conversation keeps its sid for every turn, so a reply
+                /// that comes after its request gave up answers the
+                /// conversation's next request if one waits by then (as in
+                /// psession, whose protocol also carries only the sid).
                 pub async fn send_within(
                     &mut self,
                     request: Value,

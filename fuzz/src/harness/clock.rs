@@ -60,13 +60,21 @@ impl Harness {
     }
 
     /// `poll_timeout`, after checking that `timeout_lower_bound` (asked
-    /// first: `poll_timeout` repairs the queue) is no later.
+    /// first: `poll_timeout` repairs the queue) is no later, and that it
+    /// equals `poll_timeout`'s answer right after.
     fn next_deadline(&mut self) -> Option<Instant> {
         let bound = self.m.timeout_lower_bound();
         let next = self.m.poll_timeout();
         ensure!(
             next.is_none_or(|next| bound.is_some_and(|bound| bound <= next)),
             "timeout_lower_bound {bound:?} comes after poll_timeout {next:?}"
+        );
+        // Once repaired, the bound is exact (the drivers rely on this to
+        // ask `poll_timeout` at most once per input).
+        let repaired = self.m.timeout_lower_bound();
+        ensure!(
+            repaired == next,
+            "after poll_timeout {next:?}, timeout_lower_bound says {repaired:?}"
         );
         next
     }

@@ -183,8 +183,8 @@ impl<M: Message> Manager<M> {
     }
 
     /// A cheap lower bound of [`poll_timeout`](Self::poll_timeout): no
-    /// deadline falls before the instant it returns, and `None` means
-    /// there is no deadline at all.
+    /// deadline falls before the instant it returns, and when it returns
+    /// `None`, so does `poll_timeout`.
     ///
     /// `poll_timeout` is exact, and to be exact it may have to repair the
     /// deadline queue (an entry left early by a session whose deadline
