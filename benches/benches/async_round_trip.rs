@@ -3,8 +3,12 @@
 //!
 //! Every contender wires a client and a server back to back in memory with
 //! bounded channels of [`CAPACITY`] messages, and carries the same JSON
-//! messages ([`request`], [`answer`]) with a `"sid"` field written by the
-//! client side and read back to match the reply:
+//! messages (`request` and [`answer`] of
+//! `psession_benches::oneshot_correlator`) with a `"sid"` field written by
+//! the client side and read back to match the reply. Every contender is a
+//! `psession_benches::round_trip::RoundTrip`, and every turn is that
+//! module's `turn`: the same request, the same check of the reply. The
+//! contenders:
 //!
 //! - `psession`: two `SessionManager`s, each with a `Sender::channel`
 //!   whose `Outbound` a forwarder task dispatches into the other's default
@@ -18,8 +22,8 @@
 //! - `oneshot_correlator_timeout`: the same correlator, each request
 //!   wrapped in the runtime's timeout of [`LIMIT`] (psession's default
 //!   send timeout) with
-//!   [`send_within`](psession_benches::oneshot_correlator::on_tokio::Conversation::send_within):
-//!   what the correlator costs once it does that part of psession's job.
+//!   [`send_within`](psession_benches::oneshot_correlator::on_tokio::Conversation::send_within)
+//!   (`Limited`): what the correlator costs once it does that part of psession's job.
 //!   Context only: the targets are against the plain correlator.
 //! - `tarpc` (Tokio only): a `#[tarpc::service]` over
 //!   `tarpc::transport::channel::bounded`, served as tarpc documents it
@@ -56,10 +60,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{
-    criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
+    criterion_group, criterion_main, Bencher, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
-use psession_benches::oneshot_correlator::{answer, on_smol, on_tokio, request};
+use psession_benches::oneshot_correlator::{answer, on_smol, on_tokio};
 use psession_benches::quick;
+use psession_benches::round_trip::{conversation, turn, RoundTrip};
 use serde_json::Value;
 
 /// Capacity of every in-memory channel, in messages.
@@ -72,15 +77,6 @@ const TURNS: u64 = 100;
 /// The time limit of `oneshot_correlator_timeout`'s requests: psession's
 /// default send timeout (`session_timeout` of `ManagerConfig::default()`).
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Checks that a reply answers turn `turn` (every contender checks it).
-fn check(reply: &Value, turn: u64) {
-    assert_eq!(
-        reply["turn"].as_u64(),
-        Some(turn),
-        "a reply reached the wrong waiter"
-    );
-}
 
 /// psession wired back to back, for one runtime crate (`psession_tokio`
 /// or `psession_smol`, whose APIs are the same) and its `spawn`.
@@ -187,16 +183,23 @@ mod with_tarpc {
     }
 }
 
-/// One turn of a tarpc "conversation": the sid is written into the request
-/// like everyone else's, though tarpc matches the reply by its own id.
-async fn tarpc_turn(client: &with_tarpc::TurnsClient, sid: u64, turn: u64, last: bool) {
-    let mut message = request(turn, last);
-    message["sid"] = sid.into();
-    let reply = client
-        .turn(tarpc::context::current(), message)
-        .await
-        .unwrap();
-    check(&reply, turn);
+/// A tarpc "conversation": the sid is written into each request like
+/// everyone else's, though tarpc matches the reply by its own id.
+struct TarpcConversation {
+    client: with_tarpc::TurnsClient,
+    sid: u64,
+}
+
+impl RoundTrip for TarpcConversation {
+    type Error = tarpc::client::RpcError;
+
+    fn round_trip(
+        &mut self,
+        mut request: Value,
+    ) -> impl Future<Output = Result<Value, Self::Error>> + Send + '_ {
+        request["sid"] = self.sid.into();
+        self.client.turn(tarpc::context::current(), request)
+    }
 }
 
 fn current_thread() -> tokio::runtime::Runtime {
@@ -231,6 +234,48 @@ fn batch(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
         group.sample_size(20);
         group.measurement_time(Duration::from_secs(16));
     }
+}
+
+/// Times `iters` turns of one conversation on `contender`, on `rt` (a
+/// current-thread runtime); the turns go on from one call to the next.
+fn tokio_sequential(
+    b: &mut Bencher<'_>,
+    rt: &tokio::runtime::Runtime,
+    mut contender: impl RoundTrip,
+) {
+    let mut next = 0;
+    b.iter_custom(|iters| {
+        rt.block_on(async {
+            let start = Instant::now();
+            for t in next..next + iters {
+                turn(&mut contender, t, false).await;
+            }
+            next += iters;
+            start.elapsed()
+        })
+    });
+}
+
+/// [`tokio_sequential`] on smol: the turns run in a task on the global
+/// executor, with every other task, so that no turn waits for another
+/// thread to wake up; the contender moves into each run's task and back.
+fn smol_sequential<C: RoundTrip + 'static>(b: &mut Bencher<'_>, contender: C) {
+    let mut contender = Some(contender);
+    let mut next = 0;
+    b.iter_custom(|iters| {
+        let mut c = contender.take().unwrap();
+        let first = next;
+        let (c, elapsed) = smol::block_on(smol::spawn(async move {
+            let start = Instant::now();
+            for t in first..first + iters {
+                turn(&mut c, t, false).await;
+            }
+            (c, start.elapsed())
+        }));
+        contender = Some(c);
+        next += iters;
+        elapsed
+    });
 }
 
 /// Times `iters` batches on `rt`: each spawns [`SESSIONS`] conversations
@@ -273,7 +318,6 @@ where
     }
     start.elapsed()
 }
-
 fn on_tokio_runtime(c: &mut Criterion) {
     let mut group = c.benchmark_group("async_round_trip");
 
@@ -281,69 +325,30 @@ fn on_tokio_runtime(c: &mut Criterion) {
     group.bench_function("sequential/psession", |b| {
         let rt = current_thread();
         let wiring = rt.block_on(async { psession_on_tokio::wire() });
-        let mut session = wiring.client.create_session("default").unwrap();
-        let mut turn = 0;
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    check(&session.send(request(turn, false)).await.unwrap(), turn);
-                    turn += 1;
-                }
-                start.elapsed()
-            })
-        });
+        tokio_sequential(b, &rt, wiring.client.create_session("default").unwrap());
     });
     group.bench_function("sequential/oneshot_correlator", |b| {
         let rt = current_thread();
         let client = rt.block_on(async { tokio_correlator() });
-        let mut conversation = client.conversation();
-        let mut turn = 0;
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    check(
-                        &conversation.send(request(turn, false)).await.unwrap(),
-                        turn,
-                    );
-                    turn += 1;
-                }
-                start.elapsed()
-            })
-        });
+        tokio_sequential(b, &rt, client.conversation());
     });
     group.bench_function("sequential/oneshot_correlator_timeout", |b| {
         let rt = current_thread();
         let client = rt.block_on(async { tokio_correlator() });
-        let mut conversation = client.conversation();
-        let mut turn = 0;
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let reply = conversation.send_within(request(turn, false), LIMIT);
-                    check(&reply.await.unwrap(), turn);
-                    turn += 1;
-                }
-                start.elapsed()
-            })
-        });
+        let conversation = client.conversation();
+        tokio_sequential(
+            b,
+            &rt,
+            on_tokio::Limited {
+                conversation,
+                limit: LIMIT,
+            },
+        );
     });
     group.bench_function("sequential/tarpc", |b| {
         let rt = current_thread();
         let client = rt.block_on(async { with_tarpc::wire() });
-        let mut turn = 0;
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    tarpc_turn(&client, 1, turn, false).await;
-                    turn += 1;
-                }
-                start.elapsed()
-            })
-        });
+        tokio_sequential(b, &rt, TarpcConversation { client, sid: 1 });
     });
 
     batch(&mut group);
@@ -352,13 +357,7 @@ fn on_tokio_runtime(c: &mut Criterion) {
         let wiring = rt.block_on(async { psession_on_tokio::wire() });
         b.iter_custom(|iters| {
             tokio_batches(&rt, iters, || {
-                let mut session = wiring.client.create_session("default").unwrap();
-                async move {
-                    for turn in 0..TURNS {
-                        let reply = session.send(request(turn, turn + 1 == TURNS));
-                        check(&reply.await.unwrap(), turn);
-                    }
-                }
+                conversation(wiring.client.create_session("default").unwrap(), TURNS)
             })
         });
     });
@@ -366,15 +365,7 @@ fn on_tokio_runtime(c: &mut Criterion) {
         let rt = multi_thread();
         let client = rt.block_on(async { tokio_correlator() });
         b.iter_custom(|iters| {
-            tokio_batches(&rt, iters, || {
-                let mut conversation = client.conversation();
-                async move {
-                    for turn in 0..TURNS {
-                        let reply = conversation.send(request(turn, turn + 1 == TURNS));
-                        check(&reply.await.unwrap(), turn);
-                    }
-                }
-            })
+            tokio_batches(&rt, iters, || conversation(client.conversation(), TURNS))
         });
     });
     group.bench_function("sessions_1000x100/oneshot_correlator_timeout", |b| {
@@ -382,14 +373,11 @@ fn on_tokio_runtime(c: &mut Criterion) {
         let client = rt.block_on(async { tokio_correlator() });
         b.iter_custom(|iters| {
             tokio_batches(&rt, iters, || {
-                let mut conversation = client.conversation();
-                async move {
-                    for turn in 0..TURNS {
-                        let request = request(turn, turn + 1 == TURNS);
-                        let reply = conversation.send_within(request, LIMIT);
-                        check(&reply.await.unwrap(), turn);
-                    }
-                }
+                let limited = on_tokio::Limited {
+                    conversation: client.conversation(),
+                    limit: LIMIT,
+                };
+                conversation(limited, TURNS)
             })
         });
     });
@@ -401,11 +389,7 @@ fn on_tokio_runtime(c: &mut Criterion) {
             tokio_batches(&rt, iters, || {
                 let client = client.clone();
                 let sid = sids.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    for turn in 0..TURNS {
-                        tarpc_turn(&client, sid, turn, turn + 1 == TURNS).await;
-                    }
-                }
+                conversation(TarpcConversation { client, sid }, TURNS)
             })
         });
     });
@@ -432,66 +416,22 @@ fn on_smol_runtime(c: &mut Criterion) {
     let mut group = c.benchmark_group("async_round_trip_smol");
 
     sequential(&mut group);
-    // The turns run in a task on the global executor, with every other
-    // task, so that no turn waits for another thread to wake up; the
-    // conversation moves into each run's task and back.
     group.bench_function("sequential/psession", |b| {
         let wiring = psession_on_smol::wire();
-        let mut session = Some(wiring.client.create_session("default").unwrap());
-        let mut turn = 0;
-        b.iter_custom(|iters| {
-            let mut s = session.take().unwrap();
-            let first = turn;
-            let (s, elapsed) = smol::block_on(smol::spawn(async move {
-                let start = Instant::now();
-                for turn in first..first + iters {
-                    check(&s.send(request(turn, false)).await.unwrap(), turn);
-                }
-                (s, start.elapsed())
-            }));
-            session = Some(s);
-            turn += iters;
-            elapsed
-        });
+        smol_sequential(b, wiring.client.create_session("default").unwrap());
     });
     group.bench_function("sequential/oneshot_correlator", |b| {
-        let client = smol_correlator();
-        let mut conversation = Some(client.conversation());
-        let mut turn = 0;
-        b.iter_custom(|iters| {
-            let mut c = conversation.take().unwrap();
-            let first = turn;
-            let (c, elapsed) = smol::block_on(smol::spawn(async move {
-                let start = Instant::now();
-                for turn in first..first + iters {
-                    check(&c.send(request(turn, false)).await.unwrap(), turn);
-                }
-                (c, start.elapsed())
-            }));
-            conversation = Some(c);
-            turn += iters;
-            elapsed
-        });
+        smol_sequential(b, smol_correlator().conversation());
     });
     group.bench_function("sequential/oneshot_correlator_timeout", |b| {
-        let client = smol_correlator();
-        let mut conversation = Some(client.conversation());
-        let mut turn = 0;
-        b.iter_custom(|iters| {
-            let mut c = conversation.take().unwrap();
-            let first = turn;
-            let (c, elapsed) = smol::block_on(smol::spawn(async move {
-                let start = Instant::now();
-                for turn in first..first + iters {
-                    let reply = c.send_within(request(turn, false), LIMIT);
-                    check(&reply.await.unwrap(), turn);
-                }
-                (c, start.elapsed())
-            }));
-            conversation = Some(c);
-            turn += iters;
-            elapsed
-        });
+        let conversation = smol_correlator().conversation();
+        smol_sequential(
+            b,
+            on_smol::Limited {
+                conversation,
+                limit: LIMIT,
+            },
+        );
     });
 
     batch(&mut group);
@@ -499,42 +439,23 @@ fn on_smol_runtime(c: &mut Criterion) {
         let wiring = psession_on_smol::wire();
         b.iter_custom(|iters| {
             smol_batches(iters, || {
-                let mut session = wiring.client.create_session("default").unwrap();
-                async move {
-                    for turn in 0..TURNS {
-                        let reply = session.send(request(turn, turn + 1 == TURNS));
-                        check(&reply.await.unwrap(), turn);
-                    }
-                }
+                conversation(wiring.client.create_session("default").unwrap(), TURNS)
             })
         });
     });
     group.bench_function("sessions_1000x100/oneshot_correlator", |b| {
         let client = smol_correlator();
-        b.iter_custom(|iters| {
-            smol_batches(iters, || {
-                let mut conversation = client.conversation();
-                async move {
-                    for turn in 0..TURNS {
-                        let reply = conversation.send(request(turn, turn + 1 == TURNS));
-                        check(&reply.await.unwrap(), turn);
-                    }
-                }
-            })
-        });
+        b.iter_custom(|iters| smol_batches(iters, || conversation(client.conversation(), TURNS)));
     });
     group.bench_function("sessions_1000x100/oneshot_correlator_timeout", |b| {
         let client = smol_correlator();
         b.iter_custom(|iters| {
             smol_batches(iters, || {
-                let mut conversation = client.conversation();
-                async move {
-                    for turn in 0..TURNS {
-                        let request = request(turn, turn + 1 == TURNS);
-                        let reply = conversation.send_within(request, LIMIT);
-                        check(&reply.await.unwrap(), turn);
-                    }
-                }
+                let limited = on_smol::Limited {
+                    conversation: client.conversation(),
+                    limit: LIMIT,
+                };
+                conversation(limited, TURNS)
             })
         });
     });

@@ -16,7 +16,8 @@
 //! `REPS=n` repeats a batch n times (at most 1,000 conversations per batch:
 //! the server's port takes 1,024 incoming sessions at once).
 
-use psession_benches::oneshot_correlator::{answer, on_tokio, request};
+use psession_benches::oneshot_correlator::{answer, on_tokio};
+use psession_benches::round_trip::{conversation, turn, RoundTrip};
 use psession_tokio::{ManagerConfig, ManagerEvent, Sender, SessionManager};
 use serde_json::Value;
 
@@ -63,6 +64,9 @@ fn correlator() -> on_tokio::Client {
     on_tokio::Client::new(to_server, from_server)
 }
 
+/// Turns per conversation of a batch.
+const TURNS: u64 = 100;
+
 /// The `timeout` contender's limit: psession's default send timeout.
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -92,91 +96,44 @@ fn main() {
             .unwrap()
     };
     rt.block_on(async move {
-        match (contender.as_str(), batch) {
-            ("psession", false) => {
+        match contender.as_str() {
+            "psession" => {
                 let (client, _server) = wire();
-                let mut session = client.create_session("default").unwrap();
-                for turn in 0..n {
-                    let reply = session.send(request(turn, false)).await.unwrap();
-                    assert_eq!(reply["turn"].as_u64(), Some(turn));
-                }
+                profile(|| client.create_session("default").unwrap(), n, batch).await;
             }
-            ("psession", true) => {
-                let (client, _server) = wire();
-                for _ in 0..reps() {
-                    let tasks: Vec<_> = (0..n)
-                        .map(|_| {
-                            let mut session = client.create_session("default").unwrap();
-                            tokio::spawn(async move {
-                                for turn in 0..100 {
-                                    let reply = session.send(request(turn, turn == 99));
-                                    assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap();
-                    }
-                }
-            }
-            ("correlator", false) => {
+            "correlator" => {
                 let client = correlator();
-                let mut conversation = client.conversation();
-                for turn in 0..n {
-                    let reply = conversation.send(request(turn, false)).await.unwrap();
-                    assert_eq!(reply["turn"].as_u64(), Some(turn));
-                }
+                profile(|| client.conversation(), n, batch).await;
             }
-            ("timeout", false) => {
+            "timeout" => {
                 let client = correlator();
-                let mut conversation = client.conversation();
-                for turn in 0..n {
-                    let reply = conversation.send_within(request(turn, false), LIMIT);
-                    assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
-                }
+                let limited = || on_tokio::Limited {
+                    conversation: client.conversation(),
+                    limit: LIMIT,
+                };
+                profile(limited, n, batch).await;
             }
-            ("timeout", true) => {
-                let client = correlator();
-                for _ in 0..reps() {
-                    let tasks: Vec<_> = (0..n)
-                        .map(|_| {
-                            let mut conversation = client.conversation();
-                            tokio::spawn(async move {
-                                for turn in 0..100 {
-                                    let request = request(turn, turn == 99);
-                                    let reply = conversation.send_within(request, LIMIT);
-                                    assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap();
-                    }
-                }
-            }
-            ("correlator", true) => {
-                let client = correlator();
-                let turns = 100;
-                for _ in 0..reps() {
-                    let tasks: Vec<_> = (0..n)
-                        .map(|_| {
-                            let mut conversation = client.conversation();
-                            tokio::spawn(async move {
-                                for turn in 0..turns {
-                                    let reply = conversation.send(request(turn, turn + 1 == turns));
-                                    assert_eq!(reply.await.unwrap()["turn"].as_u64(), Some(turn));
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.unwrap();
-                    }
-                }
-            }
-            (other, _) => panic!("unknown contender {other}"),
+            other => panic!("unknown contender {other}"),
         }
     });
+}
+
+/// `n` turns of one conversation made by `open`; with `batch`, `n`
+/// conversations of [`TURNS`] turns at once, `REPS` times.
+async fn profile<C: RoundTrip + 'static>(mut open: impl FnMut() -> C, n: u64, batch: bool) {
+    if !batch {
+        let mut contender = open();
+        for t in 0..n {
+            turn(&mut contender, t, false).await;
+        }
+        return;
+    }
+    for _ in 0..reps() {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| tokio::spawn(conversation(open(), TURNS)))
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
 }

@@ -6,6 +6,7 @@
 pub mod baseline;
 pub mod core_cycle;
 pub mod oneshot_correlator;
+pub mod round_trip;
 
 use criterion::Criterion;
 use std::time::Duration;

@@ -211,18 +211,50 @@ macro_rules! correlator {
                     request: Value,
                     limit: std::time::Duration,
                 ) -> Result<Value, Failed> {
-                    let sid = self.sid;
-                    let pending = self.client.pending.clone();
                     let $limit = limit;
                     let $wait = self.send(request);
-                    match $within {
+                    // Bound first, so that the wait's borrow of `self`
+                    // ends before the waiter is taken out.
+                    let outcome = $within;
+                    match outcome {
                         Some(Ok(reply)) => Ok(reply),
                         Some(Err(Closed)) => Err(Failed::Closed),
                         None => {
-                            lock(&pending).remove(&sid);
+                            lock(&self.client.pending).remove(&self.sid);
                             Err(Failed::TimedOut)
                         }
                     }
+                }
+            }
+
+            impl crate::round_trip::RoundTrip for Conversation {
+                type Error = Closed;
+
+                fn round_trip(
+                    &mut self,
+                    request: Value,
+                ) -> impl std::future::Future<Output = Result<Value, Closed>> + Send + '_ {
+                    self.send(request)
+                }
+            }
+
+            /// A conversation whose every request gives up after `limit`
+            /// ([`Conversation::send_within`]).
+            pub struct Limited {
+                /// The conversation.
+                pub conversation: Conversation,
+                /// How long each request waits for its reply.
+                pub limit: std::time::Duration,
+            }
+
+            impl crate::round_trip::RoundTrip for Limited {
+                type Error = Failed;
+
+                fn round_trip(
+                    &mut self,
+                    request: Value,
+                ) -> impl std::future::Future<Output = Result<Value, Failed>> + Send + '_ {
+                    self.conversation.send_within(request, self.limit)
                 }
             }
 

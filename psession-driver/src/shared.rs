@@ -741,17 +741,27 @@ impl<M: Message + Send + 'static> State<M> {
             self.flushing = true;
             effects.flush = true;
         }
-        // The next deadline can only have moved earlier than the driver
-        // task's wake-up if the queue's head (a lower bound, O(1)) is: only
-        // then is the exact answer, which may repair the queue, worth it.
+        self.pull_timer_earlier(effects);
+    }
+
+    /// Moves `timer.armed` to the core's next deadline if that now comes
+    /// first, waking the driver task to sleep until it. With `armed` at
+    /// `None` (the driver task itself, after firing what was due), this
+    /// sets it to the next deadline, whatever it is.
+    ///
+    /// The next deadline can only have come before `armed` if the deadline
+    /// queue's head (a lower bound, O(1)) does: only then is the exact
+    /// answer, which may repair the queue, worth asking.
+    fn pull_timer_earlier(&mut self, effects: &mut Effects<M>) {
+        let earlier = |at: Instant, armed: Option<Instant>| armed.is_none_or(|armed| at < armed);
         let Some(bound) = self.core.timeout_lower_bound() else {
             return;
         };
-        if self.timer.armed.is_some_and(|armed| bound >= armed) {
+        if !earlier(bound, self.timer.armed) {
             return;
         }
         if let Some(deadline) = self.core.poll_timeout() {
-            if self.timer.armed.is_none_or(|armed| deadline < armed) {
+            if earlier(deadline, self.timer.armed) {
                 self.timer.armed = Some(deadline);
                 effects.wake(self.timer.waker.take());
             }

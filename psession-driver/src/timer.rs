@@ -29,13 +29,14 @@ pub(crate) async fn drive<R: Runtime, M: Message + Send + 'static>(shared: Arc<S
                 }
                 return Poll::Ready(());
             }
-            // Taken first so that `collect` does not wake this very task.
+            // Taken first so that `collect` does not wake this very task;
+            // with nothing armed, `collect` arms the next deadline.
             state.timer.waker = None;
+            state.timer.armed = None;
             let now = (shared.now)();
             state.core.handle_timeout(now);
             state.collect(&shared, now, &mut effects);
-            let next = state.core.poll_timeout();
-            state.timer.armed = next;
+            let next = state.timer.armed;
             state.timer.waker = Some(cx.waker().clone());
             (next, state.take_flush_handoff())
         };
