@@ -62,6 +62,31 @@ pub struct SendId {
     pub(crate) number: u64,
 }
 
+impl SendId {
+    /// A small index, unique among the sends waiting at one time: a driver
+    /// may keep its per-send state in a `Vec` at this index instead of a
+    /// map. An ended send's index goes to a later send, so check the whole
+    /// `SendId` before trusting what sits there.
+    ///
+    /// ```
+    /// use psession_core::{Manager, ManagerConfig, SendOptions};
+    /// use serde_json::json;
+    /// use std::time::Instant;
+    ///
+    /// let now = Instant::now();
+    /// let mut core = Manager::new(ManagerConfig::default()).unwrap();
+    /// let port = core.default_port();
+    /// let a = core.open_session(port, now).unwrap();
+    /// let b = core.open_session(port, now).unwrap();
+    /// let first = core.send(a, json!({}), SendOptions::default(), now).unwrap();
+    /// let second = core.send(b, json!({}), SendOptions::default(), now).unwrap();
+    /// assert_ne!(first.index(), second.index());
+    /// ```
+    pub fn index(&self) -> usize {
+        self.key as usize
+    }
+}
+
 impl fmt::Debug for SendId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SendId({})", self.number)

@@ -16,13 +16,16 @@
 //! `session.rs` ([`Session`], [`SessionHandle`]), `sender.rs` ([`Sender`],
 //! [`Outbound`]), `events.rs` ([`Events`], [`ManagerEvent`]), `typed.rs`
 //! (serde helpers), `shared.rs` (the locked core and how its outputs reach
-//! the application), `wakers.rs` (wake-ups gathered under a lock) and
+//! the application), `outcome.rs` (the cell a send's outcome lands in,
+//! read without the manager's lock), `wakers.rs` (wake-ups gathered under
+//! a lock) and
 //! `timer.rs` (the driver task).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod events;
 mod manager;
+mod outcome;
 mod port;
 mod runtime;
 mod sender;

@@ -11,6 +11,7 @@ use psession_core::{Cause, Message, PortId, Routed, SendId, SendOptions, Session
 
 use serde_json::Value;
 
+use crate::outcome::SendCell;
 use crate::sender::Sender;
 use crate::shared::Shared;
 
@@ -43,6 +44,8 @@ use crate::shared::Shared;
 pub struct Session<M: Message + Send + 'static = Value> {
     handle: SessionHandle<M>,
     sender: Sender<M>,
+    /// Where the outcome of each of its sends lands (made by the first).
+    cell: Option<Arc<SendCell<M>>>,
 }
 
 impl<M: Message + Send + 'static> fmt::Debug for Session<M> {
@@ -56,6 +59,7 @@ impl<M: Message + Send + 'static> Session<M> {
         Session {
             handle: SessionHandle { shared, id },
             sender,
+            cell: None,
         }
     }
 
@@ -112,6 +116,7 @@ impl<M: Message + Send + 'static> Session<M> {
         // at once, so its timeout, cancel, abort and destroy all apply.
         SendFuture {
             handle: &self.handle,
+            cell: self.cell.get_or_insert_with(Default::default),
             start: Some((message, options)),
             send: None,
         }
@@ -211,6 +216,7 @@ impl<M: Message + Send + 'static> Drop for Session<M> {
 /// before the outcome, it withdraws the send.
 struct SendFuture<'a, M: Message + Send + 'static> {
     handle: &'a SessionHandle<M>,
+    cell: &'a Arc<SendCell<M>>,
     /// The message and options, until the send starts.
     start: Option<(M, SendOptions)>,
     /// The send, once started and until its outcome is taken.
@@ -225,8 +231,8 @@ impl<M: Message + Send + 'static> Future for SendFuture<'_, M> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let shared = &this.handle.shared;
-        if let Some(send) = this.send {
-            let outcome = shared.poll_send(send, cx);
+        if this.send.is_some() {
+            let outcome = this.cell.poll(cx);
             if outcome.is_ready() {
                 this.send = None;
             }
@@ -235,9 +241,10 @@ impl<M: Message + Send + 'static> Future for SendFuture<'_, M> {
         let Some((message, options)) = this.start.take() else {
             return Poll::Ready(Err(SessionError::Invalid));
         };
-        let id = this.handle.id;
-        let started = shared
-            .run_deferred(|state, now| state.start_send(id, message, options, now, cx.waker()));
+        let (id, cell) = (this.handle.id, this.cell);
+        cell.reset(cx.waker());
+        let started =
+            shared.run_deferred(|state, now| state.start_send(id, message, options, now, cell));
         let (send, effects) = match started {
             Ok(started) => started,
             Err(error) => return Poll::Ready(Err(error)),
@@ -253,7 +260,7 @@ impl<M: Message + Send + 'static> Future for SendFuture<'_, M> {
                     // A closure sender may have brought the outcome
                     // already: return it now rather than on a second poll
                     // (a caller polling once would lose it).
-                    let outcome = shared.poll_send(send, cx);
+                    let outcome = cell.poll(cx);
                     if outcome.is_ready() {
                         this.send = None;
                     }

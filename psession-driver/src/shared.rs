@@ -19,6 +19,7 @@ use psession_core::{
 use slab::Slab;
 
 use crate::events::ManagerEvent;
+use crate::outcome::SendCell;
 use crate::sender::Sender;
 use crate::session::Session;
 use crate::wakers::Wakers;
@@ -56,7 +57,8 @@ pub(crate) struct State<M: Message + Send + 'static> {
     pub(crate) core: Manager<M>,
     pub(crate) default_sender: Sender<M>,
     pub(crate) ports: HashMap<PortId, PortEntry<M>>,
-    sends: HashMap<SendId, SendSlot<M>>,
+    /// The cells of waiting sends, at their [`SendId::index`].
+    sends: Vec<Option<Waiting<M>>>,
     readers: HashMap<SessionId, Waker>,
     /// Posts waiting for room in a queue, woken when their session closes.
     posters: HashMap<SessionId, Posters>,
@@ -126,9 +128,10 @@ impl Posters {
     }
 }
 
-struct SendSlot<M> {
-    waker: Option<Waker>,
-    outcome: Option<Result<M, SessionError>>,
+/// A waiting send and the cell its outcome goes to.
+pub(crate) struct Waiting<M> {
+    send: SendId,
+    cell: Arc<SendCell<M>>,
 }
 
 struct Outgoing<M: Message + Send + 'static> {
@@ -295,7 +298,7 @@ impl<M: Message + Send + 'static> Shared<M> {
                 core,
                 default_sender,
                 ports: HashMap::new(),
-                sends: HashMap::new(),
+                sends: Vec::new(),
                 readers: HashMap::new(),
                 posters: HashMap::new(),
                 events: EventQueue::new(),
@@ -483,27 +486,6 @@ impl<M: Message + Send + 'static> Shared<M> {
         self.apply(effects);
     }
 
-    /// Registers interest in the outcome of `send`.
-    pub(crate) fn poll_send(
-        &self,
-        send: SendId,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<M, SessionError>> {
-        let mut state = self.lock();
-        let Some(slot) = state.sends.get_mut(&send) else {
-            return Poll::Ready(Err(manager_dropped()));
-        };
-        if let Some(outcome) = slot.outcome.take() {
-            state.sends.remove(&send);
-            return Poll::Ready(outcome);
-        }
-        match &slot.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => slot.waker = Some(cx.waker().clone()),
-        }
-        Poll::Pending
-    }
-
     /// Forgets a send whose future was dropped, withdrawing it from the
     /// core if it still waits.
     pub(crate) fn withdraw(self: &Arc<Self>, send: SendId) {
@@ -511,7 +493,7 @@ impl<M: Message + Send + 'static> Shared<M> {
         let mut effects = Effects::default();
         {
             let mut state = self.lock();
-            state.sends.remove(&send);
+            state.forget_send(send);
             if !state.closed {
                 state.core.withdraw(send, now);
                 state.collect(self, now, &mut effects);
@@ -650,25 +632,36 @@ impl<M: Message + Send + 'static> State<M> {
         self.sender_of(port).cloned().unwrap_or_else(Sender::none)
     }
 
-    /// Starts a send in the core and registers its waiting slot, with the
-    /// waker of the future that waits for it.
+    /// Starts a send in the core whose outcome goes to `cell` (already
+    /// [`reset`](SendCell::reset) with the waker of the future waiting).
     pub(crate) fn start_send(
         &mut self,
         session: SessionId,
         message: M,
         options: psession_core::SendOptions,
         now: Instant,
-        waker: &Waker,
+        cell: &Arc<SendCell<M>>,
     ) -> Result<SendId, SessionError> {
         let send = self.core.send(session, message, options, now)?;
-        self.sends.insert(
+        let index = send.index();
+        if index >= self.sends.len() {
+            self.sends.resize_with(index + 1, || None);
+        }
+        self.sends[index] = Some(Waiting {
             send,
-            SendSlot {
-                waker: Some(waker.clone()),
-                outcome: None,
-            },
-        );
+            cell: cell.clone(),
+        });
         Ok(send)
+    }
+
+    /// Takes the entry of `send`, if it is still there.
+    fn forget_send(&mut self, send: SendId) -> Option<Waiting<M>> {
+        let slot = self.sends.get_mut(send.index())?;
+        if slot.as_ref().is_some_and(|waiting| waiting.send == send) {
+            slot.take()
+        } else {
+            None
+        }
     }
 
     /// Forgets the post of `session` registered under `key`.
@@ -829,9 +822,8 @@ impl<M: Message + Send + 'static> State<M> {
         outcome: Result<M, SessionError>,
         effects: &mut Effects<M>,
     ) {
-        if let Some(slot) = self.sends.get_mut(&send) {
-            slot.outcome = Some(outcome);
-            effects.wake(slot.waker.take());
+        if let Some(waiting) = self.forget_send(send) {
+            effects.wake(waiting.cell.complete(outcome));
         }
     }
 }

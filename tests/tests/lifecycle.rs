@@ -657,6 +657,31 @@ async fn dropped_send_future_withdraws_the_send<H: Harness>() {
     assert_eq!(manager.stats().waiting_sends, 0);
 }
 
+/// A reply that completed a send whose future was then dropped unread
+/// never reaches the session's next send: that one waits for its own.
+async fn unread_reply_of_a_dropped_send_is_not_the_next_sends<H: Harness>() {
+    let (manager, mut outbound) = queued::<H>(ManagerConfig::default());
+    let mut session = manager.create_session("default").expect("a session");
+    let sid = session.id();
+    {
+        let mut first = Box::pin(session.send(json!({ "n": 1 })));
+        assert_waits(&mut first).await;
+        let routed = manager.dispatch("default", json!({ "sid": sid, "answer": 1 }));
+        assert!(matches!(routed, Routed::Reply(_)), "{routed:?}");
+        // Dropped with its reply delivered but never read.
+    }
+    assert_eq!(manager.stats().waiting_sends, 0);
+    let mut second = Box::pin(session.send(json!({ "n": 2 })));
+    assert_waits(&mut second).await;
+    assert_waits(&mut second).await;
+    assert_eq!(outbound.try_recv().map(|m| m["n"].clone()), Some(json!(1)));
+    assert_eq!(outbound.try_recv().map(|m| m["n"].clone()), Some(json!(2)));
+    let routed = manager.dispatch("default", json!({ "sid": sid, "answer": 2 }));
+    assert!(matches!(routed, Routed::Reply(_)), "{routed:?}");
+    let reply = second.await.expect("the second send's reply");
+    assert_eq!(reply["answer"], 2);
+}
+
 /// Dropping a `Session` ends it, withdrawing its waiting send: nothing is
 /// left live or waiting.
 async fn dropped_session_ends_it<H: Harness>() {
@@ -1210,6 +1235,7 @@ on_both_runtimes!(
     one_shot_request_returns_the_reply_and_leaves_no_session,
     request_json_round_trips_typed_messages,
     dropped_send_future_withdraws_the_send,
+    unread_reply_of_a_dropped_send_is_not_the_next_sends,
     dropped_session_ends_it,
     destroying_a_port_aborts_its_sends_and_ends_its_outbound,
     dropping_the_last_manager_aborts_sends_and_ends_streams,
