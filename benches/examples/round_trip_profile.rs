@@ -12,7 +12,9 @@
 //! second the number of sequential turns, on a current-thread Tokio
 //! runtime, wired as in `benches/async_round_trip.rs`. A third argument
 //! `batch` runs that many conversations of 100 turns at once instead; a
-//! fourth argument `mt` runs on a multi-threaded runtime with 2 workers.
+//! fourth argument `mt` runs on a multi-threaded runtime with 2 workers
+//! (`WORKERS=n` for another number: `WORKERS=1` runs the same scheduler
+//! without a second core, which tells contention apart from work).
 //! `REPS=n` repeats a batch n times (at most 1,000 conversations per batch:
 //! the server's port takes 1,024 incoming sessions at once).
 
@@ -70,6 +72,14 @@ const TURNS: u64 = 100;
 /// The `timeout` contender's limit: psession's default send timeout.
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The workers of the multi-threaded runtime: `WORKERS`, else 2.
+fn workers() -> usize {
+    std::env::var("WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2)
+}
+
 /// How many batches to run (`REPS`, default 1).
 fn reps() -> usize {
     std::env::var("REPS")
@@ -85,7 +95,7 @@ fn main() {
     let batch = args.get(3).is_some_and(|a| a == "batch");
     let rt = if args.get(4).is_some_and(|a| a == "mt") {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(workers())
             .enable_time()
             .build()
             .unwrap()
