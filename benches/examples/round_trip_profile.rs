@@ -15,6 +15,10 @@
 //! fourth argument `mt` runs on a multi-threaded runtime with 2 workers
 //! (`WORKERS=n` for another number: `WORKERS=1` runs the same scheduler
 //! without a second core, which tells contention apart from work).
+//! `SHARDS=n` wires n independent psession client/server pairs and opens
+//! the conversations on them in turn: an estimate of what splitting a
+//! manager's state n ways could buy, without writing it (each pair also
+//! has channels and forwarders of its own).
 //! `REPS=n` repeats a batch n times (at most 1,000 conversations per batch:
 //! the server's port takes 1,024 incoming sessions at once).
 
@@ -72,20 +76,27 @@ const TURNS: u64 = 100;
 /// The `timeout` contender's limit: psession's default send timeout.
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The workers of the multi-threaded runtime: `WORKERS`, else 2.
-fn workers() -> usize {
-    std::env::var("WORKERS")
+/// The number in environment variable `name`, else `default`.
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
 }
 
-/// How many batches to run (`REPS`, default 1).
+/// The workers of the multi-threaded runtime: `WORKERS`, else 2.
+fn workers() -> usize {
+    env_number("WORKERS", 2)
+}
+
+/// Independent client and server pairs for psession: `SHARDS`, else 1.
+fn shards() -> usize {
+    env_number("SHARDS", 1).max(1)
+}
+
+/// How many batches to run: `REPS`, else 1.
 fn reps() -> usize {
-    std::env::var("REPS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(1)
+    env_number("REPS", 1)
 }
 
 fn main() {
@@ -108,8 +119,13 @@ fn main() {
     rt.block_on(async move {
         match contender.as_str() {
             "psession" => {
-                let (client, _server) = wire();
-                profile(|| client.create_session("default").unwrap(), n, batch).await;
+                let wirings: Vec<_> = (0..shards()).map(|_| wire()).collect();
+                let mut next = (0..wirings.len()).cycle();
+                let open = || {
+                    let (client, _server) = &wirings[next.next().unwrap_or(0)];
+                    client.create_session("default").unwrap()
+                };
+                profile(open, n, batch).await;
             }
             "correlator" => {
                 let client = correlator();

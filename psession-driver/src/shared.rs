@@ -59,6 +59,11 @@ pub(crate) struct State<M: Message + Send + 'static> {
     pub(crate) ports: HashMap<PortId, PortEntry<M>>,
     /// The cells of waiting sends, at their [`SendId::index`].
     sends: Vec<Option<Waiting<M>>>,
+    /// Entries pushed out of `sends` by a newer send at the same index: a
+    /// send that ended inside the very core call that started the newer
+    /// one (its deadline passed), whose outcome the same round's
+    /// `collect` brings. Almost always empty.
+    displaced: Vec<Waiting<M>>,
     readers: HashMap<SessionId, Waker>,
     /// Posts waiting for room in a queue, woken when their session closes.
     posters: HashMap<SessionId, Posters>,
@@ -299,6 +304,7 @@ impl<M: Message + Send + 'static> Shared<M> {
                 default_sender,
                 ports: HashMap::new(),
                 sends: Vec::new(),
+                displaced: Vec::new(),
                 readers: HashMap::new(),
                 posters: HashMap::new(),
                 events: EventQueue::new(),
@@ -571,6 +577,7 @@ impl<M: Message + Send + 'static> Shared<M> {
                 .abort_all(Some(Cause::msg("the session manager was dropped")), now);
             state.core.clear();
             state.collect(self, now, &mut effects);
+            state.fail_registered_sends(&mut effects);
             state.closed = true;
             effects.wake(state.timer.waker.take());
             effects.wake(state.events.waker.take());
@@ -647,20 +654,41 @@ impl<M: Message + Send + 'static> State<M> {
         if index >= self.sends.len() {
             self.sends.resize_with(index + 1, || None);
         }
-        self.sends[index] = Some(Waiting {
+        let waiting = Waiting {
             send,
             cell: cell.clone(),
-        });
+        };
+        // The core may have ended another send in this call (it fires what
+        // is due first) and given its index to this one: that send's
+        // outcome is still to be collected.
+        if let Some(ended) = self.sends[index].replace(waiting) {
+            self.displaced.push(ended);
+        }
         Ok(send)
     }
 
     /// Takes the entry of `send`, if it is still there.
     fn forget_send(&mut self, send: SendId) -> Option<Waiting<M>> {
-        let slot = self.sends.get_mut(send.index())?;
-        if slot.as_ref().is_some_and(|waiting| waiting.send == send) {
-            slot.take()
-        } else {
-            None
+        if let Some(slot) = self.sends.get_mut(send.index()) {
+            if slot.as_ref().is_some_and(|waiting| waiting.send == send) {
+                return slot.take();
+            }
+        }
+        let displaced = self.displaced.iter().position(|w| w.send == send)?;
+        Some(self.displaced.swap_remove(displaced))
+    }
+
+    /// Fails whatever send is still registered (at shutdown, after the
+    /// core has failed every waiting send: none should be), so that no
+    /// future can wait for an outcome that will never come.
+    fn fail_registered_sends(&mut self, effects: &mut Effects<M>) {
+        let left = self
+            .sends
+            .drain(..)
+            .flatten()
+            .chain(self.displaced.drain(..));
+        for waiting in left {
+            effects.wake(waiting.cell.complete(Err(manager_dropped())));
         }
     }
 
