@@ -18,8 +18,7 @@
 //! (serde helpers), `shared.rs` (the locked core and how its outputs reach
 //! the application), `outcome.rs` (the cell a send's outcome lands in,
 //! read without the manager's lock), `wakers.rs` (wake-ups gathered under
-//! a lock) and
-//! `timer.rs` (the driver task).
+//! a lock) and `timer.rs` (the driver task).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

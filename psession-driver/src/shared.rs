@@ -134,7 +134,7 @@ impl Posters {
 }
 
 /// A waiting send and the cell its outcome goes to.
-pub(crate) struct Waiting<M> {
+struct Waiting<M> {
     send: SendId,
     cell: Arc<SendCell<M>>,
 }
