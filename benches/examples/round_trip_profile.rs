@@ -18,49 +18,93 @@
 //! `SHARDS=n` wires n independent psession client/server pairs and opens
 //! the conversations on them in turn: an estimate of what splitting a
 //! manager's state n ways could buy, without writing it (each pair also
-//! has channels and forwarders of its own).
+//! has channels and forwarders of its own). `CLIENTS=c SERVERS=s` (each
+//! `SHARDS` by default) splits one side only: c client managers and s
+//! server managers joined by max(c, s) links, a channel pair and a port at
+//! each end per link.
 //! `REPS=n` repeats a batch n times (at most 1,000 conversations per batch:
 //! the server's port takes 1,024 incoming sessions at once).
 
 use psession_benches::oneshot_correlator::{answer, on_tokio};
 use psession_benches::round_trip::{conversation, turn, RoundTrip};
-use psession_tokio::{ManagerConfig, ManagerEvent, Sender, SessionManager};
+use psession_tokio::{ManagerConfig, ManagerEvent, PortOptions, Sender, SessionManager};
 use serde_json::Value;
 
 const CAPACITY: usize = 64;
 
-fn wire() -> (SessionManager, SessionManager) {
-    let (to_server, mut client_out) = Sender::<Value>::channel(CAPACITY);
-    let (to_client, mut server_out) = Sender::<Value>::channel(CAPACITY);
-    let client = SessionManager::new(ManagerConfig::default(), to_server).unwrap();
-    let server = SessionManager::new(ManagerConfig::default(), to_client).unwrap();
-    let (server_port, client_port) = (server.default_port(), client.default_port());
-    tokio::spawn(async move {
-        while let Some(message) = client_out.recv().await {
-            server_port.dispatch(message);
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(message) = server_out.recv().await {
-            client_port.dispatch(message);
-        }
-    });
-    let mut events = server.events();
-    tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            if let ManagerEvent::Incoming(mut session) = event {
-                tokio::spawn(async move {
-                    while let Ok(request) = session.recv().await {
-                        let last = request["last"] == true;
-                        if session.post(answer(&request)).await.is_err() || last {
-                            break;
-                        }
-                    }
-                });
+/// `clients` client managers and `servers` server managers, linked by
+/// `max(clients, servers)` channel pairs: link k joins client k % clients
+/// and server k % servers, each through its default port or, past a
+/// manager's first link, a named port. Returns the managers (clients
+/// first; dropping them ends every task) and, per link, its client manager
+/// and port name.
+fn wire(clients: usize, servers: usize) -> (Vec<SessionManager>, Vec<(usize, String)>) {
+    let links = clients.max(servers);
+    let mut managers = Vec::new();
+    let mut client_ends = Vec::new();
+    let mut client_outs = Vec::new();
+    for k in 0..links {
+        let (to_server, client_out) = Sender::<Value>::channel(CAPACITY);
+        let client = k % clients;
+        client_ends.push((client, attach(&mut managers, client, k, to_server)));
+        client_outs.push(client_out);
+    }
+    for (k, mut client_out) in client_outs.into_iter().enumerate() {
+        let (to_client, mut server_out) = Sender::<Value>::channel(CAPACITY);
+        let server = clients + k % servers;
+        let name = attach(&mut managers, server, k, to_client);
+        let server_port = managers[server].port(&name).unwrap();
+        let (client, name) = &client_ends[k];
+        let client_port = managers[*client].port(name).unwrap();
+        tokio::spawn(async move {
+            while let Some(message) = client_out.recv().await {
+                server_port.dispatch(message);
             }
-        }
-    });
-    (client, server)
+        });
+        tokio::spawn(async move {
+            while let Some(message) = server_out.recv().await {
+                client_port.dispatch(message);
+            }
+        });
+    }
+    for server in &managers[clients..] {
+        let mut events = server.events();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                if let ManagerEvent::Incoming(mut session) = event {
+                    tokio::spawn(async move {
+                        while let Ok(request) = session.recv().await {
+                            let last = request["last"] == true;
+                            if session.post(answer(&request)).await.is_err() || last {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+    }
+    (managers, client_ends)
+}
+
+/// Gives manager `index` a port for link `link` that sends through
+/// `sender`: a new manager's default port (managers are made in index
+/// order), or a named port on one that exists. Returns the port's name.
+fn attach(
+    managers: &mut Vec<SessionManager>,
+    index: usize,
+    link: usize,
+    sender: Sender<Value>,
+) -> String {
+    if index == managers.len() {
+        managers.push(SessionManager::new(ManagerConfig::default(), sender).unwrap());
+        return "default".to_owned();
+    }
+    let name = format!("link{link}");
+    managers[index]
+        .create_port(name.as_str(), sender, PortOptions::default())
+        .unwrap();
+    name
 }
 
 fn correlator() -> on_tokio::Client {
@@ -119,11 +163,14 @@ fn main() {
     rt.block_on(async move {
         match contender.as_str() {
             "psession" => {
-                let wirings: Vec<_> = (0..shards()).map(|_| wire()).collect();
-                let mut next = (0..wirings.len()).cycle();
+                let (managers, links) = wire(
+                    env_number("CLIENTS", shards()),
+                    env_number("SERVERS", shards()),
+                );
+                let mut next = (0..links.len()).cycle();
                 let open = || {
-                    let (client, _server) = &wirings[next.next().unwrap_or(0)];
-                    client.create_session("default").unwrap()
+                    let (client, port) = &links[next.next().unwrap_or(0)];
+                    managers[*client].create_session(port.as_str()).unwrap()
                 };
                 profile(open, n, batch).await;
             }
