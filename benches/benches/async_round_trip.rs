@@ -10,7 +10,8 @@
 //! module's `turn`: the same request, the same check of the reply. The
 //! contenders:
 //!
-//! - `psession`: two `SessionManager`s, each with a `Sender::channel`
+//! - `psession`: `psession_benches::wiring::pair`: two `SessionManager`s,
+//!   each with a `Sender::channel`
 //!   whose `Outbound` a forwarder task dispatches into the other's default
 //!   port (the README's "Quick look"). The server takes each session from
 //!   `server.events()` and spawns a task that `recv`s each request and
@@ -65,10 +66,11 @@ use criterion::{
 use psession_benches::oneshot_correlator::{answer, on_smol, on_tokio};
 use psession_benches::quick;
 use psession_benches::round_trip::{conversation, turn, RoundTrip};
+use psession_benches::wiring::{pair, Wiring, CAPACITY};
+use psession_smol::Smol;
+use psession_tokio::Tokio;
 use serde_json::Value;
 
-/// Capacity of every in-memory channel, in messages.
-const CAPACITY: usize = 64;
 /// Concurrent conversations of the batch workload.
 const SESSIONS: u64 = 1_000;
 /// Turns per conversation of the batch workload.
@@ -77,70 +79,6 @@ const TURNS: u64 = 100;
 /// The time limit of `oneshot_correlator_timeout`'s requests: psession's
 /// default send timeout (`session_timeout` of `ManagerConfig::default()`).
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// psession wired back to back, for one runtime crate (`psession_tokio`
-/// or `psession_smol`, whose APIs are the same) and its `spawn`.
-macro_rules! psession_wiring {
-    ($name:ident, $psession:ident, spawn: |$task:ident| $spawn:expr) => {
-        mod $name {
-            use super::{answer, CAPACITY};
-            use serde_json::Value;
-            use $psession::{ManagerConfig, ManagerEvent, Sender, SessionManager};
-
-            /// A client manager and the server answering it. Dropping it
-            /// shuts both down, which ends every task of the wiring.
-            pub struct Wiring {
-                pub client: SessionManager,
-                _server: SessionManager,
-            }
-
-            /// Spawns the forwarders and the server (inside the runtime).
-            pub fn wire() -> Wiring {
-                let (to_server, mut client_out) = Sender::<Value>::channel(CAPACITY);
-                let (to_client, mut server_out) = Sender::<Value>::channel(CAPACITY);
-                let client = SessionManager::new(ManagerConfig::default(), to_server).unwrap();
-                let server = SessionManager::new(ManagerConfig::default(), to_client).unwrap();
-                let (server_port, client_port) = (server.default_port(), client.default_port());
-                let $task = async move {
-                    while let Some(message) = client_out.recv().await {
-                        server_port.dispatch(message);
-                    }
-                };
-                $spawn;
-                let $task = async move {
-                    while let Some(message) = server_out.recv().await {
-                        client_port.dispatch(message);
-                    }
-                };
-                $spawn;
-                let mut events = server.events();
-                let $task = async move {
-                    while let Some(event) = events.next().await {
-                        if let ManagerEvent::Incoming(mut session) = event {
-                            let $task = async move {
-                                while let Ok(request) = session.recv().await {
-                                    let last = request["last"] == true;
-                                    if session.post(answer(&request)).await.is_err() || last {
-                                        break;
-                                    }
-                                }
-                            };
-                            $spawn;
-                        }
-                    }
-                };
-                $spawn;
-                Wiring {
-                    client,
-                    _server: server,
-                }
-            }
-        }
-    };
-}
-
-psession_wiring!(psession_on_tokio, psession_tokio, spawn: |task| drop(tokio::spawn(task)));
-psession_wiring!(psession_on_smol, psession_smol, spawn: |task| smol::spawn(task).detach());
 
 /// tarpc's side of the comparison: a service with one RPC, a turn.
 mod with_tarpc {
@@ -324,17 +262,17 @@ fn on_tokio_runtime(c: &mut Criterion) {
     sequential(&mut group);
     group.bench_function("sequential/psession", |b| {
         let rt = current_thread();
-        let wiring = rt.block_on(async { psession_on_tokio::wire() });
-        tokio_sequential(b, &rt, wiring.client.create_session("default").unwrap());
+        let wiring: Wiring<Tokio> = rt.block_on(async { pair() });
+        tokio_sequential(b, &rt, wiring.open());
     });
     group.bench_function("sequential/oneshot_correlator", |b| {
         let rt = current_thread();
-        let client = rt.block_on(async { tokio_correlator() });
+        let client = rt.block_on(async { on_tokio::wired(CAPACITY) });
         tokio_sequential(b, &rt, client.conversation());
     });
     group.bench_function("sequential/oneshot_correlator_timeout", |b| {
         let rt = current_thread();
-        let client = rt.block_on(async { tokio_correlator() });
+        let client = rt.block_on(async { on_tokio::wired(CAPACITY) });
         let conversation = client.conversation();
         tokio_sequential(
             b,
@@ -354,23 +292,19 @@ fn on_tokio_runtime(c: &mut Criterion) {
     batch(&mut group);
     group.bench_function("sessions_1000x100/psession", |b| {
         let rt = multi_thread();
-        let wiring = rt.block_on(async { psession_on_tokio::wire() });
-        b.iter_custom(|iters| {
-            tokio_batches(&rt, iters, || {
-                conversation(wiring.client.create_session("default").unwrap(), TURNS)
-            })
-        });
+        let wiring: Wiring<Tokio> = rt.block_on(async { pair() });
+        b.iter_custom(|iters| tokio_batches(&rt, iters, || conversation(wiring.open(), TURNS)));
     });
     group.bench_function("sessions_1000x100/oneshot_correlator", |b| {
         let rt = multi_thread();
-        let client = rt.block_on(async { tokio_correlator() });
+        let client = rt.block_on(async { on_tokio::wired(CAPACITY) });
         b.iter_custom(|iters| {
             tokio_batches(&rt, iters, || conversation(client.conversation(), TURNS))
         });
     });
     group.bench_function("sessions_1000x100/oneshot_correlator_timeout", |b| {
         let rt = multi_thread();
-        let client = rt.block_on(async { tokio_correlator() });
+        let client = rt.block_on(async { on_tokio::wired(CAPACITY) });
         b.iter_custom(|iters| {
             tokio_batches(&rt, iters, || {
                 let limited = on_tokio::Limited {
@@ -396,35 +330,19 @@ fn on_tokio_runtime(c: &mut Criterion) {
     group.finish();
 }
 
-/// The hand-written correlator and its server, on Tokio (inside a runtime).
-fn tokio_correlator() -> on_tokio::Client {
-    let (to_server, from_client) = tokio::sync::mpsc::channel(CAPACITY);
-    let (to_client, from_server) = tokio::sync::mpsc::channel(CAPACITY);
-    drop(tokio::spawn(on_tokio::serve(from_client, to_client)));
-    on_tokio::Client::new(to_server, from_server)
-}
-
-/// The hand-written correlator and its server, on smol.
-fn smol_correlator() -> on_smol::Client {
-    let (to_server, from_client) = smol::channel::bounded(CAPACITY);
-    let (to_client, from_server) = smol::channel::bounded(CAPACITY);
-    smol::spawn(on_smol::serve(from_client, to_client)).detach();
-    on_smol::Client::new(to_server, from_server)
-}
-
 fn on_smol_runtime(c: &mut Criterion) {
     let mut group = c.benchmark_group("async_round_trip_smol");
 
     sequential(&mut group);
     group.bench_function("sequential/psession", |b| {
-        let wiring = psession_on_smol::wire();
-        smol_sequential(b, wiring.client.create_session("default").unwrap());
+        let wiring: Wiring<Smol> = pair();
+        smol_sequential(b, wiring.open());
     });
     group.bench_function("sequential/oneshot_correlator", |b| {
-        smol_sequential(b, smol_correlator().conversation());
+        smol_sequential(b, on_smol::wired(CAPACITY).conversation());
     });
     group.bench_function("sequential/oneshot_correlator_timeout", |b| {
-        let conversation = smol_correlator().conversation();
+        let conversation = on_smol::wired(CAPACITY).conversation();
         smol_sequential(
             b,
             on_smol::Limited {
@@ -436,19 +354,15 @@ fn on_smol_runtime(c: &mut Criterion) {
 
     batch(&mut group);
     group.bench_function("sessions_1000x100/psession", |b| {
-        let wiring = psession_on_smol::wire();
-        b.iter_custom(|iters| {
-            smol_batches(iters, || {
-                conversation(wiring.client.create_session("default").unwrap(), TURNS)
-            })
-        });
+        let wiring: Wiring<Smol> = pair();
+        b.iter_custom(|iters| smol_batches(iters, || conversation(wiring.open(), TURNS)));
     });
     group.bench_function("sessions_1000x100/oneshot_correlator", |b| {
-        let client = smol_correlator();
+        let client = on_smol::wired(CAPACITY);
         b.iter_custom(|iters| smol_batches(iters, || conversation(client.conversation(), TURNS)));
     });
     group.bench_function("sessions_1000x100/oneshot_correlator_timeout", |b| {
-        let client = smol_correlator();
+        let client = on_smol::wired(CAPACITY);
         b.iter_custom(|iters| {
             smol_batches(iters, || {
                 let limited = on_smol::Limited {

@@ -10,7 +10,8 @@
 //! The first argument is the contender (`psession`, `correlator`, or
 //! `timeout`: the correlator with a 60 s limit on each request), the
 //! second the number of sequential turns, on a current-thread Tokio
-//! runtime, wired as in `benches/async_round_trip.rs`. A third argument
+//! runtime, wired by `psession_benches::wiring` as in
+//! `benches/async_round_trip.rs`. A third argument
 //! `batch` runs that many conversations of 100 turns at once instead; a
 //! fourth argument `mt` runs on a multi-threaded runtime with 2 workers
 //! (`WORKERS=n` for another number: `WORKERS=1` runs the same scheduler
@@ -25,94 +26,10 @@
 //! `REPS=n` repeats a batch n times (at most 1,000 conversations per batch:
 //! the server's port takes 1,024 incoming sessions at once).
 
-use psession_benches::oneshot_correlator::{answer, on_tokio};
+use psession_benches::oneshot_correlator::on_tokio;
 use psession_benches::round_trip::{conversation, turn, RoundTrip};
-use psession_tokio::{ManagerConfig, ManagerEvent, PortOptions, Sender, SessionManager};
-use serde_json::Value;
-
-const CAPACITY: usize = 64;
-
-/// `clients` client managers and `servers` server managers, linked by
-/// `max(clients, servers)` channel pairs: link k joins client k % clients
-/// and server k % servers, each through its default port or, past a
-/// manager's first link, a named port. Returns the managers (clients
-/// first; dropping them ends every task) and, per link, its client manager
-/// and port name.
-fn wire(clients: usize, servers: usize) -> (Vec<SessionManager>, Vec<(usize, String)>) {
-    let links = clients.max(servers);
-    let mut managers = Vec::new();
-    let mut client_ends = Vec::new();
-    let mut client_outs = Vec::new();
-    for k in 0..links {
-        let (to_server, client_out) = Sender::<Value>::channel(CAPACITY);
-        let client = k % clients;
-        client_ends.push((client, attach(&mut managers, client, k, to_server)));
-        client_outs.push(client_out);
-    }
-    for (k, mut client_out) in client_outs.into_iter().enumerate() {
-        let (to_client, mut server_out) = Sender::<Value>::channel(CAPACITY);
-        let server = clients + k % servers;
-        let name = attach(&mut managers, server, k, to_client);
-        let server_port = managers[server].port(&name).unwrap();
-        let (client, name) = &client_ends[k];
-        let client_port = managers[*client].port(name).unwrap();
-        tokio::spawn(async move {
-            while let Some(message) = client_out.recv().await {
-                server_port.dispatch(message);
-            }
-        });
-        tokio::spawn(async move {
-            while let Some(message) = server_out.recv().await {
-                client_port.dispatch(message);
-            }
-        });
-    }
-    for server in &managers[clients..] {
-        let mut events = server.events();
-        tokio::spawn(async move {
-            while let Some(event) = events.next().await {
-                if let ManagerEvent::Incoming(mut session) = event {
-                    tokio::spawn(async move {
-                        while let Ok(request) = session.recv().await {
-                            let last = request["last"] == true;
-                            if session.post(answer(&request)).await.is_err() || last {
-                                break;
-                            }
-                        }
-                    });
-                }
-            }
-        });
-    }
-    (managers, client_ends)
-}
-
-/// Gives manager `index` a port for link `link` that sends through
-/// `sender`: a new manager's default port (managers are made in index
-/// order), or a named port on one that exists. Returns the port's name.
-fn attach(
-    managers: &mut Vec<SessionManager>,
-    index: usize,
-    link: usize,
-    sender: Sender<Value>,
-) -> String {
-    if index == managers.len() {
-        managers.push(SessionManager::new(ManagerConfig::default(), sender).unwrap());
-        return "default".to_owned();
-    }
-    let name = format!("link{link}");
-    managers[index]
-        .create_port(name.as_str(), sender, PortOptions::default())
-        .unwrap();
-    name
-}
-
-fn correlator() -> on_tokio::Client {
-    let (to_server, from_client) = tokio::sync::mpsc::channel(CAPACITY);
-    let (to_client, from_server) = tokio::sync::mpsc::channel(CAPACITY);
-    tokio::spawn(on_tokio::serve(from_client, to_client));
-    on_tokio::Client::new(to_server, from_server)
-}
+use psession_benches::wiring::{wire, Wiring, CAPACITY};
+use psession_tokio::Tokio;
 
 /// Turns per conversation of a batch.
 const TURNS: u64 = 100;
@@ -163,23 +80,19 @@ fn main() {
     rt.block_on(async move {
         match contender.as_str() {
             "psession" => {
-                let (managers, links) = wire(
+                let (clients, servers) = (
                     env_number("CLIENTS", shards()),
                     env_number("SERVERS", shards()),
                 );
-                let mut next = (0..links.len()).cycle();
-                let open = || {
-                    let (client, port) = &links[next.next().unwrap_or(0)];
-                    managers[*client].create_session(port.as_str()).unwrap()
-                };
-                profile(open, n, batch).await;
+                let wiring: Wiring<Tokio> = wire(clients, servers);
+                profile(|| wiring.open(), n, batch).await;
             }
             "correlator" => {
-                let client = correlator();
+                let client = on_tokio::wired(CAPACITY);
                 profile(|| client.conversation(), n, batch).await;
             }
             "timeout" => {
-                let client = correlator();
+                let client = on_tokio::wired(CAPACITY);
                 let limited = || on_tokio::Limited {
                     conversation: client.conversation(),
                     limit: LIMIT,

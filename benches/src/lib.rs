@@ -1,5 +1,5 @@
-//! Shared pieces of psession's benchmarks: the quick mode and the baselines
-//! each benchmark is measured against.
+//! Shared pieces of psession's benchmarks: the quick mode, the baselines
+//! each benchmark is measured against, and psession's in-memory wiring.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod core_cycle;
 pub mod oneshot_correlator;
 pub mod round_trip;
+pub mod wiring;
 
 use criterion::Criterion;
 use std::time::Duration;

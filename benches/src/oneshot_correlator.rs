@@ -98,7 +98,8 @@ macro_rules! correlator {
         oneshot: $oneshot:path,
         recv: |$r:ident| $recv:expr,
         spawn: |$task:ident| $spawn:expr,
-        within: |$limit:ident, $wait:ident| $within:expr $(,)?
+        within: |$limit:ident, $wait:ident| $within:expr,
+        channel: |$capacity:ident| $channel:expr $(,)?
     ) => {
         $(#[$doc])*
         pub mod $name {
@@ -258,6 +259,18 @@ macro_rules! correlator {
                 }
             }
 
+            /// A client wired to [`serve`] over two bounded channels of
+            /// `capacity` messages, both tasks spawned (so inside the
+            /// runtime).
+            pub fn wired(capacity: usize) -> Client {
+                let $capacity = capacity;
+                let (to_server, from_client) = $channel;
+                let (to_client, from_server) = $channel;
+                let $task = serve(from_client, to_client);
+                $spawn;
+                Client::new(to_server, from_server)
+            }
+
             /// The peer: answers every request read from `requests` with
             /// [`answer`], copying its sid, into `replies`; ends when
             /// either channel closes.
@@ -288,6 +301,7 @@ correlator! {
     recv: |rx| rx.recv().await,
     spawn: |task| drop(tokio::spawn(task)),
     within: |limit, wait| tokio::time::timeout(limit, wait).await.ok(),
+    channel: |capacity| tokio::sync::mpsc::channel(capacity),
 }
 
 correlator! {
@@ -311,11 +325,15 @@ correlator! {
         })
         .await
     },
+    channel: |capacity| smol::channel::bounded(capacity),
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::round_trip::RoundTrip;
 
     /// Three conversations wait at once; the test plays the peer and
     /// answers in reverse order: each waiter must get the reply to its own
@@ -396,8 +414,29 @@ mod tests {
         });
     }
 
-    /// A request nobody answers fails with `TimedOut` after its limit and
-    /// leaves no waiter behind; one answered in time gets its reply.
+    /// What the `send_within` tests check on either runtime: `silent`,
+    /// whose peer never answers, fails with `TimedOut` after its limit and
+    /// leaves no waiter behind (`waiting`); `answered`, whose peer is
+    /// `serve`, gets its reply.
+    async fn check_send_within(
+        mut silent: impl RoundTrip<Error = Failed>,
+        waiting: impl Fn() -> usize,
+        mut answered: impl RoundTrip<Error = Failed>,
+    ) {
+        let outcome = silent.round_trip(request(0, false)).await;
+        assert_eq!(outcome, Err(Failed::TimedOut));
+        assert_eq!(waiting(), 0, "the waiter is gone");
+        let reply = answered.round_trip(request(7, false)).await;
+        assert_eq!(reply.unwrap()["turn"], 7);
+    }
+
+    /// The silent peer's limit, and the answered one's.
+    const SHORT: Duration = Duration::from_millis(5);
+    const LONG: Duration = Duration::from_secs(60);
+
+    /// Runs on Tokio's real clock: paused time would need Tokio's
+    /// `test-util` in this crate, which would then also be built into the
+    /// benchmarks (it takes a lock on every timed park of the runtime).
     #[test]
     fn send_within_gives_up_and_forgets_the_waiter_on_tokio() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -408,22 +447,16 @@ mod tests {
             let (to_peer, mut requests) = tokio::sync::mpsc::channel(8);
             let (_replies, from_peer) = tokio::sync::mpsc::channel::<Value>(8);
             let client = on_tokio::Client::new(to_peer, from_peer);
-            let mut conversation = client.conversation();
-            let limit = std::time::Duration::from_millis(5);
-            let outcome = conversation.send_within(request(0, false), limit).await;
-            assert_eq!(outcome, Err(Failed::TimedOut));
+            let silent = on_tokio::Limited {
+                conversation: client.conversation(),
+                limit: SHORT,
+            };
+            let answered = on_tokio::Limited {
+                conversation: on_tokio::wired(8).conversation(),
+                limit: LONG,
+            };
+            check_send_within(silent, || client.waiting(), answered).await;
             assert!(requests.recv().await.is_some(), "the request went out");
-            assert_eq!(client.waiting(), 0, "the waiter is gone");
-        });
-        rt.block_on(async {
-            let (to_server, from_client) = tokio::sync::mpsc::channel(8);
-            let (to_client, from_server) = tokio::sync::mpsc::channel(8);
-            tokio::spawn(on_tokio::serve(from_client, to_client));
-            let client = on_tokio::Client::new(to_server, from_server);
-            let mut conversation = client.conversation();
-            let limit = std::time::Duration::from_secs(60);
-            let reply = conversation.send_within(request(7, false), limit).await;
-            assert_eq!(reply.unwrap()["turn"], 7);
         });
     }
 
@@ -433,21 +466,16 @@ mod tests {
             let (to_peer, requests) = smol::channel::bounded(8);
             let (_replies, from_peer) = smol::channel::bounded::<Value>(8);
             let client = on_smol::Client::new(to_peer, from_peer);
-            let mut conversation = client.conversation();
-            let limit = std::time::Duration::from_millis(5);
-            let outcome = conversation.send_within(request(0, false), limit).await;
-            assert_eq!(outcome, Err(Failed::TimedOut));
+            let silent = on_smol::Limited {
+                conversation: client.conversation(),
+                limit: SHORT,
+            };
+            let answered = on_smol::Limited {
+                conversation: on_smol::wired(8).conversation(),
+                limit: LONG,
+            };
+            check_send_within(silent, || client.waiting(), answered).await;
             assert!(requests.recv().await.is_ok(), "the request went out");
-            assert_eq!(client.waiting(), 0, "the waiter is gone");
-
-            let (to_server, from_client) = smol::channel::bounded(8);
-            let (to_client, from_server) = smol::channel::bounded(8);
-            smol::spawn(on_smol::serve(from_client, to_client)).detach();
-            let client = on_smol::Client::new(to_server, from_server);
-            let mut conversation = client.conversation();
-            let limit = std::time::Duration::from_secs(60);
-            let reply = conversation.send_within(request(7, false), limit).await;
-            assert_eq!(reply.unwrap()["turn"], 7);
         });
     }
 
@@ -458,10 +486,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (to_server, from_client) = tokio::sync::mpsc::channel(8);
-            let (to_client, from_server) = tokio::sync::mpsc::channel(8);
-            tokio::spawn(on_tokio::serve(from_client, to_client));
-            let client = on_tokio::Client::new(to_server, from_server);
+            let client = on_tokio::wired(8);
             let mut a = client.conversation();
             let mut b = client.conversation();
             for turn in 0..3 {
