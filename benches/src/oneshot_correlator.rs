@@ -271,6 +271,33 @@ macro_rules! correlator {
                 Client::new(to_server, from_server)
             }
 
+            /// The `send_within` test on this runtime: a request to a
+            /// peer that reads it and never answers gives up after
+            /// `short`, and one to [`serve`] gets its reply within `long`
+            /// (see `tests::check_send_within`).
+            #[cfg(test)]
+            pub(crate) async fn check_send_within(
+                short: std::time::Duration,
+                long: std::time::Duration,
+            ) {
+                let $capacity = 8;
+                let (to_peer, requests) = $channel;
+                let (_replies, from_peer) = $channel;
+                let client = Client::new(to_peer, from_peer);
+                let silent = Limited {
+                    conversation: client.conversation(),
+                    limit: short,
+                };
+                let answered = Limited {
+                    conversation: wired(8).conversation(),
+                    limit: long,
+                };
+                super::tests::check_send_within(silent, || client.waiting(), answered).await;
+                #[allow(unused_mut)]
+                let mut $r = requests;
+                assert!($recv.is_some(), "the request went out");
+            }
+
             /// The peer: answers every request read from `requests` with
             /// [`answer`], copying its sid, into `replies`; ends when
             /// either channel closes.
@@ -418,7 +445,7 @@ mod tests {
     /// whose peer never answers, fails with `TimedOut` after its limit and
     /// leaves no waiter behind (`waiting`); `answered`, whose peer is
     /// `serve`, gets its reply.
-    async fn check_send_within(
+    pub(super) async fn check_send_within(
         mut silent: impl RoundTrip<Error = Failed>,
         waiting: impl Fn() -> usize,
         mut answered: impl RoundTrip<Error = Failed>,
@@ -443,40 +470,12 @@ mod tests {
             .enable_time()
             .build()
             .unwrap();
-        rt.block_on(async {
-            let (to_peer, mut requests) = tokio::sync::mpsc::channel(8);
-            let (_replies, from_peer) = tokio::sync::mpsc::channel::<Value>(8);
-            let client = on_tokio::Client::new(to_peer, from_peer);
-            let silent = on_tokio::Limited {
-                conversation: client.conversation(),
-                limit: SHORT,
-            };
-            let answered = on_tokio::Limited {
-                conversation: on_tokio::wired(8).conversation(),
-                limit: LONG,
-            };
-            check_send_within(silent, || client.waiting(), answered).await;
-            assert!(requests.recv().await.is_some(), "the request went out");
-        });
+        rt.block_on(on_tokio::check_send_within(SHORT, LONG));
     }
 
     #[test]
     fn send_within_gives_up_and_forgets_the_waiter_on_smol() {
-        smol::block_on(async {
-            let (to_peer, requests) = smol::channel::bounded(8);
-            let (_replies, from_peer) = smol::channel::bounded::<Value>(8);
-            let client = on_smol::Client::new(to_peer, from_peer);
-            let silent = on_smol::Limited {
-                conversation: client.conversation(),
-                limit: SHORT,
-            };
-            let answered = on_smol::Limited {
-                conversation: on_smol::wired(8).conversation(),
-                limit: LONG,
-            };
-            check_send_within(silent, || client.waiting(), answered).await;
-            assert!(requests.recv().await.is_ok(), "the request went out");
-        });
+        smol::block_on(on_smol::check_send_within(SHORT, LONG));
     }
 
     /// The peer task answers with the request's sid.
