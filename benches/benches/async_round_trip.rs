@@ -21,8 +21,8 @@
 //!   `HashMap<sid, oneshot::Sender>` behind a mutex, a reader task routing
 //!   replies by sid, and one server task answering every request.
 //! - `oneshot_correlator_timeout`: the same correlator, each request
-//!   wrapped in the runtime's timeout of [`LIMIT`] (psession's default
-//!   send timeout) with
+//!   wrapped in the runtime's timeout of psession's default send timeout
+//!   (`psession_default_timeout`) with
 //!   [`send_within`](psession_benches::oneshot_correlator::on_tokio::Conversation::send_within)
 //!   (`Limited`): what the correlator costs once it does that part of psession's job.
 //!   Context only: the targets are against the plain correlator.
@@ -63,9 +63,9 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, Bencher, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
-use psession_benches::oneshot_correlator::{answer, on_smol, on_tokio};
+use psession_benches::oneshot_correlator::{answer, on_smol, on_tokio, psession_default_timeout};
 use psession_benches::quick;
-use psession_benches::round_trip::{conversation, turn, RoundTrip};
+use psession_benches::round_trip::{smol_batch, tokio_batch, turn, RoundTrip};
 use psession_benches::wiring::{pair, Wiring, CAPACITY};
 use psession_smol::Smol;
 use psession_tokio::Tokio;
@@ -75,10 +75,6 @@ use serde_json::Value;
 const SESSIONS: u64 = 1_000;
 /// Turns per conversation of the batch workload.
 const TURNS: u64 = 100;
-
-/// The time limit of `oneshot_correlator_timeout`'s requests: psession's
-/// default send timeout (`session_timeout` of `ManagerConfig::default()`).
-const LIMIT: Duration = Duration::from_secs(60);
 
 /// tarpc's side of the comparison: a service with one RPC, a turn.
 mod with_tarpc {
@@ -216,46 +212,29 @@ fn smol_sequential<C: RoundTrip + 'static>(b: &mut Bencher<'_>, contender: C) {
     });
 }
 
-/// Times `iters` batches on `rt`: each spawns [`SESSIONS`] conversations
-/// made by `conversation` (inside the runtime) and waits for them all.
-fn tokio_batches<F>(
+/// Times `iters` batches on `rt`: each runs [`SESSIONS`] conversations
+/// on contenders made by `open` (inside the runtime) at once.
+fn tokio_batches<C: RoundTrip + 'static>(
     rt: &tokio::runtime::Runtime,
     iters: u64,
-    mut conversation: impl FnMut() -> F,
-) -> Duration
-where
-    F: Future<Output = ()> + Send + 'static,
-{
+    mut open: impl FnMut() -> C,
+) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..SESSIONS)
-                .map(|_| tokio::spawn(conversation()))
-                .collect();
-            for task in tasks {
-                task.await.unwrap();
-            }
-        });
+        rt.block_on(tokio_batch(SESSIONS, TURNS, &mut open));
     }
     start.elapsed()
 }
 
 /// [`tokio_batches`] on smol's global executor.
-fn smol_batches<F>(iters: u64, mut conversation: impl FnMut() -> F) -> Duration
-where
-    F: Future<Output = ()> + Send + 'static,
-{
+fn smol_batches<C: RoundTrip + 'static>(iters: u64, mut open: impl FnMut() -> C) -> Duration {
     let start = Instant::now();
     for _ in 0..iters {
-        smol::block_on(async {
-            let tasks: Vec<_> = (0..SESSIONS).map(|_| smol::spawn(conversation())).collect();
-            for task in tasks {
-                task.await;
-            }
-        });
+        smol::block_on(smol_batch(SESSIONS, TURNS, &mut open));
     }
     start.elapsed()
 }
+
 fn on_tokio_runtime(c: &mut Criterion) {
     let mut group = c.benchmark_group("async_round_trip");
 
@@ -273,15 +252,7 @@ fn on_tokio_runtime(c: &mut Criterion) {
     group.bench_function("sequential/oneshot_correlator_timeout", |b| {
         let rt = current_thread();
         let client = rt.block_on(async { on_tokio::wired(CAPACITY) });
-        let conversation = client.conversation();
-        tokio_sequential(
-            b,
-            &rt,
-            on_tokio::Limited {
-                conversation,
-                limit: LIMIT,
-            },
-        );
+        tokio_sequential(b, &rt, client.limited(psession_default_timeout()));
     });
     group.bench_function("sequential/tarpc", |b| {
         let rt = current_thread();
@@ -293,27 +264,18 @@ fn on_tokio_runtime(c: &mut Criterion) {
     group.bench_function("sessions_1000x100/psession", |b| {
         let rt = multi_thread();
         let wiring: Wiring<Tokio> = rt.block_on(async { pair() });
-        b.iter_custom(|iters| tokio_batches(&rt, iters, || conversation(wiring.open(), TURNS)));
+        b.iter_custom(|iters| tokio_batches(&rt, iters, || wiring.open()));
     });
     group.bench_function("sessions_1000x100/oneshot_correlator", |b| {
         let rt = multi_thread();
         let client = rt.block_on(async { on_tokio::wired(CAPACITY) });
-        b.iter_custom(|iters| {
-            tokio_batches(&rt, iters, || conversation(client.conversation(), TURNS))
-        });
+        b.iter_custom(|iters| tokio_batches(&rt, iters, || client.conversation()));
     });
     group.bench_function("sessions_1000x100/oneshot_correlator_timeout", |b| {
         let rt = multi_thread();
         let client = rt.block_on(async { on_tokio::wired(CAPACITY) });
-        b.iter_custom(|iters| {
-            tokio_batches(&rt, iters, || {
-                let limited = on_tokio::Limited {
-                    conversation: client.conversation(),
-                    limit: LIMIT,
-                };
-                conversation(limited, TURNS)
-            })
-        });
+        let limit = psession_default_timeout();
+        b.iter_custom(|iters| tokio_batches(&rt, iters, || client.limited(limit)));
     });
     group.bench_function("sessions_1000x100/tarpc", |b| {
         let rt = multi_thread();
@@ -323,7 +285,7 @@ fn on_tokio_runtime(c: &mut Criterion) {
             tokio_batches(&rt, iters, || {
                 let client = client.clone();
                 let sid = sids.fetch_add(1, Ordering::Relaxed);
-                conversation(TarpcConversation { client, sid }, TURNS)
+                TarpcConversation { client, sid }
             })
         });
     });
@@ -342,36 +304,23 @@ fn on_smol_runtime(c: &mut Criterion) {
         smol_sequential(b, on_smol::wired(CAPACITY).conversation());
     });
     group.bench_function("sequential/oneshot_correlator_timeout", |b| {
-        let conversation = on_smol::wired(CAPACITY).conversation();
-        smol_sequential(
-            b,
-            on_smol::Limited {
-                conversation,
-                limit: LIMIT,
-            },
-        );
+        let limited = on_smol::wired(CAPACITY).limited(psession_default_timeout());
+        smol_sequential(b, limited);
     });
 
     batch(&mut group);
     group.bench_function("sessions_1000x100/psession", |b| {
         let wiring: Wiring<Smol> = pair();
-        b.iter_custom(|iters| smol_batches(iters, || conversation(wiring.open(), TURNS)));
+        b.iter_custom(|iters| smol_batches(iters, || wiring.open()));
     });
     group.bench_function("sessions_1000x100/oneshot_correlator", |b| {
         let client = on_smol::wired(CAPACITY);
-        b.iter_custom(|iters| smol_batches(iters, || conversation(client.conversation(), TURNS)));
+        b.iter_custom(|iters| smol_batches(iters, || client.conversation()));
     });
     group.bench_function("sessions_1000x100/oneshot_correlator_timeout", |b| {
         let client = on_smol::wired(CAPACITY);
-        b.iter_custom(|iters| {
-            smol_batches(iters, || {
-                let limited = on_smol::Limited {
-                    conversation: client.conversation(),
-                    limit: LIMIT,
-                };
-                conversation(limited, TURNS)
-            })
-        });
+        let limit = psession_default_timeout();
+        b.iter_custom(|iters| smol_batches(iters, || client.limited(limit)));
     });
     group.finish();
 }

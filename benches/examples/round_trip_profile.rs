@@ -8,9 +8,9 @@
 //! ```
 //!
 //! The first argument is the contender (`psession`, `correlator`, or
-//! `timeout`: the correlator with a 60 s limit on each request), the
-//! second the number of sequential turns, on a current-thread Tokio
-//! runtime, wired by `psession_benches::wiring` as in
+//! `timeout`: the correlator with psession's default send timeout, 60 s,
+//! on each request), the second the number of sequential turns, on a
+//! current-thread Tokio runtime, wired by `psession_benches::wiring` as in
 //! `benches/async_round_trip.rs`. A third argument
 //! `batch` runs that many conversations of 100 turns at once instead; a
 //! fourth argument `mt` runs on a multi-threaded runtime with 2 workers
@@ -26,16 +26,13 @@
 //! `REPS=n` repeats a batch n times (at most 1,000 conversations per batch:
 //! the server's port takes 1,024 incoming sessions at once).
 
-use psession_benches::oneshot_correlator::on_tokio;
-use psession_benches::round_trip::{conversation, turn, RoundTrip};
+use psession_benches::oneshot_correlator::{on_tokio, psession_default_timeout};
+use psession_benches::round_trip::{tokio_batch, turn, RoundTrip};
 use psession_benches::wiring::{wire, Wiring, CAPACITY};
 use psession_tokio::Tokio;
 
 /// Turns per conversation of a batch.
 const TURNS: u64 = 100;
-
-/// The `timeout` contender's limit: psession's default send timeout.
-const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The number in environment variable `name`, else `default`.
 fn env_number(name: &str, default: usize) -> usize {
@@ -93,11 +90,8 @@ fn main() {
             }
             "timeout" => {
                 let client = on_tokio::wired(CAPACITY);
-                let limited = || on_tokio::Limited {
-                    conversation: client.conversation(),
-                    limit: LIMIT,
-                };
-                profile(limited, n, batch).await;
+                let limit = psession_default_timeout();
+                profile(|| client.limited(limit), n, batch).await;
             }
             other => panic!("unknown contender {other}"),
         }
@@ -115,11 +109,6 @@ async fn profile<C: RoundTrip + 'static>(mut open: impl FnMut() -> C, n: u64, ba
         return;
     }
     for _ in 0..reps() {
-        let tasks: Vec<_> = (0..n)
-            .map(|_| tokio::spawn(conversation(open(), TURNS)))
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
+        tokio_batch(n, TURNS, &mut open).await;
     }
 }

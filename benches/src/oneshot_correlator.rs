@@ -38,6 +38,15 @@ pub fn answer(request: &Value) -> Value {
     json!({ "status": "ok", "turn": request["turn"] })
 }
 
+/// The limit the correlator with timeouts puts on each request in the
+/// benchmarks: psession's default send timeout, which every psession send
+/// of the benchmarks runs with.
+pub fn psession_default_timeout() -> std::time::Duration {
+    psession_core::ManagerConfig::default()
+        .defaults
+        .session_timeout
+}
+
 /// The sid of a message: its `"sid"` field, if it is a positive integer.
 fn sid_of(message: &Value) -> Option<u64> {
     message
@@ -155,6 +164,15 @@ macro_rules! correlator {
                     Conversation {
                         sid: self.next_sid.fetch_add(1, Ordering::Relaxed),
                         client: self.clone(),
+                    }
+                }
+
+                /// A conversation whose every request gives up after
+                /// `limit` ([`Conversation::send_within`]).
+                pub fn limited(&self, limit: std::time::Duration) -> Limited {
+                    Limited {
+                        conversation: self.conversation(),
+                        limit,
                     }
                 }
 
@@ -284,14 +302,8 @@ macro_rules! correlator {
                 let (to_peer, requests) = $channel;
                 let (_replies, from_peer) = $channel;
                 let client = Client::new(to_peer, from_peer);
-                let silent = Limited {
-                    conversation: client.conversation(),
-                    limit: short,
-                };
-                let answered = Limited {
-                    conversation: wired(8).conversation(),
-                    limit: long,
-                };
+                let silent = client.limited(short);
+                let answered = wired(8).limited(long);
                 super::tests::check_send_within(silent, || client.waiting(), answered).await;
                 #[allow(unused_mut)]
                 let mut $r = requests;

@@ -61,3 +61,33 @@ pub async fn conversation(mut contender: impl RoundTrip, turns: u64) {
         turn(&mut contender, t, t + 1 == turns).await;
     }
 }
+
+/// `conversations` conversations of `turns` turns, each on a contender
+/// made by `open`, all at once in tasks spawned on Tokio (so inside a
+/// Tokio runtime); returns when every one has ended.
+pub async fn tokio_batch<C: RoundTrip + 'static>(
+    conversations: u64,
+    turns: u64,
+    mut open: impl FnMut() -> C,
+) {
+    let tasks: Vec<_> = (0..conversations)
+        .map(|_| tokio::spawn(conversation(open(), turns)))
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// [`tokio_batch`] on smol's global executor.
+pub async fn smol_batch<C: RoundTrip + 'static>(
+    conversations: u64,
+    turns: u64,
+    mut open: impl FnMut() -> C,
+) {
+    let tasks: Vec<_> = (0..conversations)
+        .map(|_| smol::spawn(conversation(open(), turns)))
+        .collect();
+    for task in tasks {
+        task.await;
+    }
+}

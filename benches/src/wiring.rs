@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use psession_driver::{
-    ManagerConfig, ManagerEvent, PortOptions, Runtime, Sender, Session, SessionManager,
+    ManagerConfig, ManagerEvent, Port, PortOptions, Runtime, Sender, Session, SessionManager,
 };
 use serde_json::Value;
 
@@ -25,10 +25,10 @@ pub const CAPACITY: usize = 64;
 /// Client and server managers on runtime `R`, and the links between them.
 /// Dropping it shuts every manager down, which ends every task.
 pub struct Wiring<R: Runtime> {
-    /// The client managers first, then the servers.
-    managers: Vec<SessionManager<R>>,
-    /// Per link: its client manager and that manager's port for it.
-    links: Vec<(usize, String)>,
+    /// Every manager: its ports do not keep it alive.
+    _managers: Vec<SessionManager<R>>,
+    /// Per link, the client manager's port for it.
+    links: Vec<Port>,
     /// The link of the next [`open`](Self::open).
     next: AtomicUsize,
 }
@@ -37,10 +37,7 @@ impl<R: Runtime> Wiring<R> {
     /// A new conversation on the client side, on the links in turn.
     pub fn open(&self) -> Session {
         let link = self.next.fetch_add(1, Ordering::Relaxed) % self.links.len();
-        let (client, port) = &self.links[link];
-        self.managers[*client]
-            .create_session(port.as_str())
-            .expect("a session")
+        self.links[link].create_session().expect("a session")
     }
 }
 
@@ -57,21 +54,17 @@ pub fn wire<R: Runtime>(clients: usize, servers: usize) -> Wiring<R> {
     let (clients, servers) = (clients.max(1), servers.max(1));
     let links = clients.max(servers);
     let mut managers = Vec::new();
-    let mut client_ends = Vec::new();
+    let mut client_ports = Vec::new();
     let mut client_outs = Vec::new();
     for k in 0..links {
         let (to_server, client_out) = Sender::<Value>::channel(CAPACITY);
-        let client = k % clients;
-        client_ends.push((client, attach(&mut managers, client, k, to_server)));
+        client_ports.push(attach(&mut managers, k % clients, k, to_server));
         client_outs.push(client_out);
     }
     for (k, mut client_out) in client_outs.into_iter().enumerate() {
         let (to_client, mut server_out) = Sender::<Value>::channel(CAPACITY);
-        let server = clients + k % servers;
-        let name = attach(&mut managers, server, k, to_client);
-        let server_port = managers[server].port(&name).expect("the server's port");
-        let (client, name) = &client_ends[k];
-        let client_port = managers[*client].port(name).expect("the client's port");
+        let server_port = attach(&mut managers, clients + k % servers, k, to_client);
+        let client_port = client_ports[k].clone();
         spawn::<R>(async move {
             while let Some(message) = client_out.recv().await {
                 server_port.dispatch(message);
@@ -94,8 +87,8 @@ pub fn wire<R: Runtime>(clients: usize, servers: usize) -> Wiring<R> {
         });
     }
     Wiring {
-        managers,
-        links: client_ends,
+        _managers: managers,
+        links: client_ports,
         next: AtomicUsize::new(0),
     }
 }
@@ -112,23 +105,22 @@ async fn serve(mut session: Session) {
 
 /// Gives manager `index` a port for link `link` that sends through
 /// `sender`: a new manager's default port (managers are made in index
-/// order), or a named port on one that exists. Returns the port's name.
+/// order), or a port named after the link on one that exists.
 fn attach<R: Runtime>(
     managers: &mut Vec<SessionManager<R>>,
     index: usize,
     link: usize,
     sender: Sender<Value>,
-) -> String {
+) -> Port {
     if index == managers.len() {
         let manager = SessionManager::new(ManagerConfig::default(), sender).expect("a manager");
+        let port = manager.default_port();
         managers.push(manager);
-        return "default".to_owned();
+        return port;
     }
-    let name = format!("link{link}");
     managers[index]
-        .create_port(name.as_str(), sender, PortOptions::default())
-        .expect("a port");
-    name
+        .create_port(format!("link{link}"), sender, PortOptions::default())
+        .expect("a port")
 }
 
 fn spawn<R: Runtime>(task: impl std::future::Future<Output = ()> + Send + 'static) {
